@@ -1,0 +1,32 @@
+//! The domain model of RauskuClaw and its durable persistence in sled.
+//!
+//! Nothing here knows about actors or HTTP: the job runtime (`agentloop`) and the API
+//! (`gateway`) use the [`Store`] to persist, and the [`EventBus`] it owns to hear about changes.
+//!
+//! Layout:
+//! - [`ids`], [`time`]: identifiers (UUIDv7) and timestamps.
+//! - [`job`], [`job_type`], [`event`], [`keys`]: the domain model.
+//! - [`codec`]: the versioned, checksummed value format of every stored record.
+//! - [`store`]: the `Store` (sled trees, transactions, group commit) and its read/write API.
+//! - [`bus`]: broadcast of persisted events and gap-free subscriptions that resume from a seq.
+
+pub mod bus;
+pub mod codec;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod job;
+pub mod job_type;
+pub mod keys;
+pub mod store;
+pub mod time;
+
+pub use bus::{EventBus, Follower};
+pub use error::StoreError;
+pub use event::{Event, GLOBAL_STREAM, NewEvent, StreamFilter};
+pub use ids::{EventId, JobId, KeyId};
+pub use job::{Job, JobState, Lease, LogLevel, LogLine, NewJob, job_stream};
+pub use job_type::{Approval, JobDefaults, JobType, Policy, Risk};
+pub use keys::{ApiKey, Scope};
+pub use store::{CreateOutcome, IdempotencyScope, JobFilter, Store, StoreConfig, WriteTx};
+pub use time::Timestamp;

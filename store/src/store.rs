@@ -1,0 +1,813 @@
+//! The `Store`: one sled database, its trees, a single writer with multi-tree transactions, and
+//! group commit.
+//!
+//! Writes go through [`Store::write`]: the closure stages changes in a [`WriteTx`], which are
+//! then applied in one sled transaction, so a job, its index entry, its counters and its events
+//! change together or not at all. One writer at a time (a mutex held for microseconds, never
+//! across `.await`) keeps event seqs dense and makes check-then-write sequences (idempotency
+//! keys, lease checks) race-free.
+//!
+//! Durability is separate from writing: [`Store::durable`] resolves once everything written
+//! before the call is flushed to disk. A dedicated committer thread flushes whatever is pending
+//! in one `fsync`, then publishes the flushed events on the [`EventBus`] and wakes the waiters,
+//! so concurrent writers share flushes (group commit) and no subscriber ever sees an event that
+//! a crash could take back.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use tokio::sync::oneshot;
+
+use crate::bus::EventBus;
+use crate::codec::{decode, encode};
+use crate::error::StoreError;
+use crate::event::{Event, NewEvent, StreamFilter};
+use crate::ids::{EventId, JobId};
+use crate::job::{Job, JobState, LogLevel, LogLine, job_stream};
+use crate::job_type::JobType;
+use crate::keys::ApiKey;
+use crate::time::Timestamp;
+
+/// The sled trees. Every tree's keys are big-endian so range scans come out in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tree {
+    /// `JobId` → `Job`.
+    Jobs,
+    /// `JobId` → state byte, for jobs that are not terminal (overwritten in place on change).
+    JobsActive,
+    /// `global_seq` → `Event`.
+    Events,
+    /// `stream ++ 0x00 ++ seq` → `global_seq`.
+    Streams,
+    /// name → `JobType`.
+    JobTypes,
+    /// `scope ++ 0x00 ++ key` → `IdempotencyRecord`.
+    Idempotency,
+    /// `KeyId` → `ApiKey`.
+    ApiKeys,
+    /// `JobId` → pending callback delivery (owned by the job runtime).
+    Callbacks,
+    /// Named singletons: counters, secrets, format markers.
+    Meta,
+}
+
+impl Tree {
+    const ALL: [Tree; 9] = [
+        Tree::Jobs,
+        Tree::JobsActive,
+        Tree::Events,
+        Tree::Streams,
+        Tree::JobTypes,
+        Tree::Idempotency,
+        Tree::ApiKeys,
+        Tree::Callbacks,
+        Tree::Meta,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Jobs => "jobs",
+            Tree::JobsActive => "jobs_active",
+            Tree::Events => "events",
+            Tree::Streams => "streams",
+            Tree::JobTypes => "job_types",
+            Tree::Idempotency => "idempotency",
+            Tree::ApiKeys => "api_keys",
+            Tree::Callbacks => "callbacks",
+            Tree::Meta => "meta",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
+    /// Capacity of the in-process event bus before slow subscribers lag.
+    pub bus_capacity: usize,
+}
+
+impl StoreConfig {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        StoreConfig { path: path.into(), cache_bytes: 256 << 20, bus_capacity: 8192 }
+    }
+}
+
+/// The idempotency record of one `(scope, key)`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct IdempotencyRecord {
+    request_hash: String,
+    job_id: JobId,
+    created_at: Timestamp,
+}
+
+/// The idempotency key a job creation is made under.
+#[derive(Debug, Clone)]
+pub struct IdempotencyScope {
+    /// Whose key it is (the API key id): keys of different callers never collide.
+    pub scope: String,
+    pub key: String,
+    /// A hash of the request body: the same key with another body is a conflict.
+    pub request_hash: String,
+    /// Records older than this are forgotten.
+    pub retention: Duration,
+}
+
+/// The result of [`Store::create_job`].
+#[derive(Debug, Clone)]
+pub enum CreateOutcome {
+    Created(Job),
+    /// The same idempotency key and body were seen before: here is that job.
+    Replayed(Job),
+    /// The same idempotency key came with another body.
+    Conflict { job_id: JobId },
+}
+
+/// Filters of [`Store::list_jobs`].
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub job_type: Option<String>,
+    pub session_id: Option<String>,
+    /// Only jobs older than this one (the cursor of the previous page).
+    pub before: Option<JobId>,
+    pub limit: usize,
+}
+
+/// Counters of the committer, for `/metrics` and `/v1/runtime`.
+#[derive(Debug, Clone, Copy, Default, Serialize, utoipa::ToSchema)]
+pub struct CommitStats {
+    pub flushes: u64,
+    pub flushed_events: u64,
+    pub flush_waiters: u64,
+    pub flush_errors: u64,
+}
+
+/// A handle to the store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+    path: PathBuf,
+    writer: Mutex<WriterState>,
+    commit: Arc<Committer>,
+    committer_thread: Mutex<Option<JoinHandle<()>>>,
+    bus: EventBus,
+    /// Jobs per state, kept in step with the `jobs` tree (persisted in `meta`).
+    counts: [AtomicU64; 6],
+}
+
+/// What only the writer touches.
+struct WriterState {
+    next_global: u64,
+    /// Last seq per stream, a cache of the `streams` tree's last keys.
+    heads: HashMap<String, u64>,
+}
+
+/// Cap of the stream-head cache; past it the cache is cleared and refilled from the tree.
+const MAX_CACHED_HEADS: usize = 100_000;
+
+impl Store {
+    /// Opens (or creates) the store in `config.path`.
+    pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(&config.path).map_err(|e| {
+            StoreError::Io(format!("cannot create data directory {}: {e}", config.path.display()))
+        })?;
+        let db = sled::Config::new()
+            .path(&config.path)
+            .cache_capacity(config.cache_bytes)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("lock") =>
+                {
+                    StoreError::Locked { path: config.path.clone() }
+                }
+                other => StoreError::Io(format!("cannot open store at {}: {other}", config.path.display())),
+            })?;
+        let trees = Tree::ALL
+            .iter()
+            .map(|t| db.open_tree(t.name()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_global = match trees[Tree::Events.index()].last()? {
+            Some((k, _)) => be_u64(&k) + 1,
+            None => 1,
+        };
+        let counts: [AtomicU64; 6] = Default::default();
+        for st in JobState::ALL {
+            if let Some(v) = trees[Tree::Meta.index()].get(count_key(st))? {
+                counts[st.index()].store(be_u64(&v), Ordering::Relaxed);
+            }
+        }
+        let bus = EventBus::new(config.bus_capacity, next_global - 1);
+        let commit = Arc::new(Committer::default());
+        let thread = {
+            let db = db.clone();
+            let commit = commit.clone();
+            let bus = bus.clone();
+            std::thread::Builder::new()
+                .name("store-committer".into())
+                .spawn(move || commit.run(&db, &bus))
+                .map_err(|e| StoreError::Io(format!("cannot start committer thread: {e}")))?
+        };
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                trees,
+                path: config.path,
+                writer: Mutex::new(WriterState { next_global, heads: HashMap::new() }),
+                commit,
+                committer_thread: Mutex::new(Some(thread)),
+                bus,
+                counts,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    pub fn bus(&self) -> &EventBus {
+        &self.inner.bus
+    }
+
+    fn tree(&self, t: Tree) -> &sled::Tree {
+        &self.inner.trees[t.index()]
+    }
+
+    /// Applies the changes staged by `f` atomically. Nothing is durable until
+    /// [`Store::durable`] says so; events are published once they are.
+    pub fn write<T, E>(&self, f: impl FnOnce(&mut WriteTx<'_>) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let mut writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tx = WriteTx { store: self, ops: Vec::new(), events: Vec::new(), jobs: HashMap::new() };
+        let out = f(&mut tx)?;
+        let events = tx.commit(&mut writer)?;
+        if !events.is_empty() {
+            // Under the writer lock, so the committer receives events in seq order.
+            self.inner.commit.publish(events);
+        }
+        Ok(out)
+    }
+
+    /// Resolves once everything written before this call is on disk.
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.commit.wait(tx);
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Flushes synchronously (for shutdown and tools).
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// Stops the committer after a last flush. Further writes still work but are published only
+    /// by an explicit flush; call this at shutdown.
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.inner.commit.close();
+        if let Some(h) = self.inner.committer_thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = h.join();
+        }
+        self.flush_blocking()
+    }
+
+    pub fn commit_stats(&self) -> CommitStats {
+        self.inner.commit.stats()
+    }
+
+    /// Whether the store answers reads (for `/health`).
+    pub fn healthy(&self) -> bool {
+        self.tree(Tree::Meta).get(b"health-probe").is_ok()
+    }
+
+    /// Approximate bytes on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.inner.db.size_on_disk().unwrap_or(0)
+    }
+
+    // ----- jobs -----
+
+    pub fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.get(Tree::Jobs, &id.as_key())
+    }
+
+    /// Creates a job, honouring an idempotency key atomically: of many concurrent requests with
+    /// one key, exactly one creates the job.
+    pub fn create_job(&self, job: Job, idem: Option<IdempotencyScope>) -> Result<CreateOutcome, StoreError> {
+        self.write(|tx| {
+            if let Some(idem) = &idem {
+                let key = idem_key(&idem.scope, &idem.key);
+                if let Some(rec) = tx.store.get::<IdempotencyRecord>(Tree::Idempotency, &key)? {
+                    let expired = rec.created_at.plus(idem.retention) < job.created_at;
+                    if !expired {
+                        if rec.request_hash != idem.request_hash {
+                            return Ok(CreateOutcome::Conflict { job_id: rec.job_id });
+                        }
+                        if let Some(original) = tx.job(rec.job_id)? {
+                            return Ok(CreateOutcome::Replayed(original));
+                        }
+                    }
+                }
+                let rec = IdempotencyRecord {
+                    request_hash: idem.request_hash.clone(),
+                    job_id: job.id,
+                    created_at: job.created_at,
+                };
+                tx.put(Tree::Idempotency, key, &rec);
+            }
+            tx.append(NewEvent::new(job.stream(), "job.queued", job_event_data(&job)));
+            tx.put_job(job.clone())?;
+            Ok(CreateOutcome::Created(job))
+        })
+    }
+
+    /// Forgets idempotency records created before `cutoff`. Returns how many.
+    pub fn purge_idempotency(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
+        let mut stale = Vec::new();
+        for item in self.tree(Tree::Idempotency).iter() {
+            let (k, v) = item?;
+            let rec: IdempotencyRecord = decode(Tree::Idempotency.name(), &k, &v)?;
+            if rec.created_at < cutoff {
+                stale.push(k);
+            }
+        }
+        let n = stale.len();
+        if n > 0 {
+            self.write(|tx| {
+                for k in stale {
+                    tx.remove(Tree::Idempotency, k.to_vec());
+                }
+                Ok::<_, StoreError>(())
+            })?;
+        }
+        Ok(n)
+    }
+
+    /// Jobs newest first, filtered. The cursor of the next page is the last job's id.
+    pub fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
+        let limit = filter.limit.clamp(1, 1000);
+        let upper = filter.before.map(|id| id.as_key().to_vec());
+        let matches = |job: &Job| {
+            filter.state.is_none_or(|s| job.state == s)
+                && filter.job_type.as_deref().is_none_or(|t| job.job_type == t)
+                && filter.session_id.as_deref().is_none_or(|s| job.session_id.as_deref() == Some(s))
+        };
+        let mut out = Vec::new();
+        // Active states are few: walk their index instead of every job.
+        let active_only = filter.state.is_some_and(|s| !s.is_terminal());
+        let source = if active_only { Tree::JobsActive } else { Tree::Jobs };
+        let range = match &upper {
+            Some(u) => self.tree(source).range(..u.clone()),
+            None => self.tree(source).iter(),
+        };
+        for item in range.rev() {
+            let (k, v) = item?;
+            let job: Job = if active_only {
+                if JobState::from_byte(v.first().copied().unwrap_or(u8::MAX)) != filter.state {
+                    continue;
+                }
+                match self.get(Tree::Jobs, &k)? {
+                    Some(j) => j,
+                    None => continue,
+                }
+            } else {
+                decode(Tree::Jobs.name(), &k, &v)?
+            };
+            if matches(&job) {
+                out.push(job);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every job that is not terminal, oldest first (for recovery at start-up).
+    pub fn active_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree(Tree::JobsActive).iter() {
+            let (k, _) = item?;
+            if let Some(job) = self.get::<Job>(Tree::Jobs, &k)? {
+                out.push(job);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Jobs per state.
+    pub fn job_counts(&self) -> Vec<(JobState, u64)> {
+        JobState::ALL
+            .iter()
+            .map(|s| (*s, self.inner.counts[s.index()].load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// The log lines of a job after `after` (an event seq on its stream).
+    pub fn job_logs(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<LogLine>, StoreError> {
+        let filter = StreamFilter::Stream(job_stream(id));
+        let mut out = Vec::new();
+        let mut cursor = after;
+        while out.len() < limit {
+            let page = self.events_after(&filter, cursor, 512)?;
+            let Some(last) = page.last() else { break };
+            cursor = last.seq;
+            out.extend(page.iter().filter_map(log_line));
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    // ----- events -----
+
+    /// Durable events after `after` (exclusive), in order, at most `limit`.
+    pub fn events_after(&self, filter: &StreamFilter, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let horizon = self.inner.bus.durable_horizon();
+        let mut out = Vec::new();
+        match filter {
+            StreamFilter::Global => {
+                let start = (after + 1).to_be_bytes();
+                for item in self.tree(Tree::Events).range(start..) {
+                    let (k, v) = item?;
+                    if be_u64(&k) > horizon || out.len() == limit {
+                        break;
+                    }
+                    out.push(decode(Tree::Events.name(), &k, &v)?);
+                }
+            }
+            StreamFilter::Stream(stream) => {
+                let start = stream_key(stream, after + 1);
+                let end = stream_key(stream, u64::MAX);
+                for item in self.tree(Tree::Streams).range(start..=end) {
+                    let (_, g) = item?;
+                    let gseq = be_u64(&g);
+                    if gseq > horizon || out.len() == limit {
+                        break;
+                    }
+                    let key = gseq.to_be_bytes();
+                    match self.tree(Tree::Events).get(key)? {
+                        Some(v) => out.push(decode(Tree::Events.name(), &key, &v)?),
+                        None => {
+                            return Err(StoreError::Corrupt {
+                                tree: Tree::Streams.name().into(),
+                                key: format!("{stream}#{gseq}"),
+                                reason: "points at a missing event".into(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last seq of a stream (0 if empty), including events not yet durable.
+    pub fn stream_head(&self, stream: &str) -> Result<u64, StoreError> {
+        let prefix = stream_key(stream, 0);
+        let prefix = &prefix[..prefix.len() - 8];
+        Ok(match self.tree(Tree::Streams).scan_prefix(prefix).next_back() {
+            Some(item) => be_u64(&item?.0[prefix.len()..]),
+            None => 0,
+        })
+    }
+
+    // ----- job types, keys, generic records -----
+
+    pub fn job_types(&self) -> Result<Vec<JobType>, StoreError> {
+        self.scan(Tree::JobTypes)
+    }
+
+    pub fn put_job_type(&self, jt: &JobType) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.put(Tree::JobTypes, jt.name.as_bytes().to_vec(), jt);
+            Ok(())
+        })
+    }
+
+    pub fn api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        self.scan(Tree::ApiKeys)
+    }
+
+    pub fn put_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.put(Tree::ApiKeys, key.id.as_key().to_vec(), key);
+            Ok(())
+        })
+    }
+
+    /// Reads one record.
+    pub fn get<T: DeserializeOwned>(&self, tree: Tree, key: &[u8]) -> Result<Option<T>, StoreError> {
+        match self.tree(tree).get(key)? {
+            Some(v) => decode(tree.name(), key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads every record of a tree, in key order.
+    pub fn scan<T: DeserializeOwned>(&self, tree: Tree) -> Result<Vec<T>, StoreError> {
+        self.tree(tree)
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                decode(tree.name(), &k, &v)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.commit.close();
+        if let Some(h) = self.committer_thread.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The data of a `job.*` state event: the job as it is after the change.
+pub fn job_event_data(job: &Job) -> serde_json::Value {
+    serde_json::to_value(job).unwrap_or(serde_json::Value::Null)
+}
+
+fn log_line(e: &Event) -> Option<LogLine> {
+    if e.kind != "job.log" {
+        return None;
+    }
+    let level: LogLevel = serde_json::from_value(e.data.get("level")?.clone()).ok()?;
+    Some(LogLine {
+        seq: e.seq,
+        ts: e.ts,
+        level,
+        message: e.data.get("message")?.as_str()?.to_string(),
+    })
+}
+
+enum Op {
+    Put(Tree, Vec<u8>, Vec<u8>),
+    Remove(Tree, Vec<u8>),
+}
+
+/// Changes staged for one atomic write. See [`Store::write`].
+pub struct WriteTx<'s> {
+    store: &'s Store,
+    ops: Vec<Op>,
+    events: Vec<NewEvent>,
+    /// Jobs changed in this write: the state they had before it, and their new value.
+    jobs: HashMap<JobId, (Option<JobState>, Job)>,
+}
+
+impl WriteTx<'_> {
+    /// A job as this write sees it (its own changes included).
+    pub fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        match self.jobs.get(&id) {
+            Some((_, job)) => Ok(Some(job.clone())),
+            None => self.store.job(id),
+        }
+    }
+
+    /// Stages a job's new value.
+    pub fn put_job(&mut self, job: Job) -> Result<(), StoreError> {
+        let before = match self.jobs.get(&job.id) {
+            Some((before, _)) => *before,
+            None => self.store.job(job.id)?.map(|j| j.state),
+        };
+        self.jobs.insert(job.id, (before, job));
+        Ok(())
+    }
+
+    /// Stages an event; seqs are assigned at commit.
+    pub fn append(&mut self, event: NewEvent) {
+        self.events.push(event);
+    }
+
+    pub fn put<T: Serialize + ?Sized>(&mut self, tree: Tree, key: Vec<u8>, value: &T) {
+        self.ops.push(Op::Put(tree, key, encode(value)));
+    }
+
+    pub fn remove(&mut self, tree: Tree, key: Vec<u8>) {
+        self.ops.push(Op::Remove(tree, key));
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, tree: Tree, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.store.get(tree, key)
+    }
+
+    /// Turns the staged changes into sled operations and applies them in one transaction.
+    fn commit(mut self, writer: &mut WriterState) -> Result<Vec<Arc<Event>>, StoreError> {
+        let store = self.store;
+        let mut counts_delta = [0i64; 6];
+        for (id, (before, job)) in std::mem::take(&mut self.jobs) {
+            let key = id.as_key().to_vec();
+            if before != Some(job.state) {
+                if let Some(b) = before {
+                    counts_delta[b.index()] -= 1;
+                }
+                counts_delta[job.state.index()] += 1;
+                if job.state.is_terminal() {
+                    if before.is_some_and(|b| !b.is_terminal()) {
+                        self.ops.push(Op::Remove(Tree::JobsActive, key.clone()));
+                    }
+                } else {
+                    self.ops.push(Op::Put(Tree::JobsActive, key.clone(), vec![job.state.to_byte()]));
+                }
+            }
+            self.ops.push(Op::Put(Tree::Jobs, key, encode(&job)));
+        }
+        let mut new_counts = Vec::new();
+        for st in JobState::ALL {
+            let d = counts_delta[st.index()];
+            if d != 0 {
+                let now = store.inner.counts[st.index()].load(Ordering::Relaxed) as i64 + d;
+                let now = now.max(0) as u64;
+                new_counts.push((st, now));
+                self.ops.push(Op::Put(Tree::Meta, count_key(st), now.to_be_bytes().to_vec()));
+            }
+        }
+
+        // Assign seqs without touching the writer state until the transaction succeeded.
+        let now = Timestamp::now();
+        let mut events = Vec::with_capacity(self.events.len());
+        let mut heads: HashMap<String, u64> = HashMap::new();
+        for (i, e) in self.events.drain(..).enumerate() {
+            let head = match heads.get(&e.stream) {
+                Some(h) => *h,
+                None => match writer.heads.get(&e.stream) {
+                    Some(h) => *h,
+                    None => store.stream_head(&e.stream)?,
+                },
+            };
+            let seq = head + 1;
+            heads.insert(e.stream.clone(), seq);
+            let global_seq = writer.next_global + i as u64;
+            let event = Event {
+                stream: e.stream,
+                seq,
+                global_seq,
+                id: EventId::new(),
+                ts: now,
+                kind: e.kind,
+                data: e.data,
+            };
+            self.ops.push(Op::Put(Tree::Streams, stream_key(&event.stream, seq), global_seq.to_be_bytes().to_vec()));
+            self.ops.push(Op::Put(Tree::Events, global_seq.to_be_bytes().to_vec(), encode(&event)));
+            events.push(Arc::new(event));
+        }
+
+        let trees = &store.inner.trees;
+        let ops = &self.ops;
+        trees.as_slice().transaction(|t| {
+            for op in ops {
+                match op {
+                    Op::Put(tree, k, v) => {
+                        t[tree.index()].insert(k.as_slice(), v.as_slice())?;
+                    }
+                    Op::Remove(tree, k) => {
+                        t[tree.index()].remove(k.as_slice())?;
+                    }
+                }
+            }
+            Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
+        })?;
+
+        writer.next_global += events.len() as u64;
+        if writer.heads.len() + heads.len() > MAX_CACHED_HEADS {
+            writer.heads.clear();
+        }
+        writer.heads.extend(heads);
+        for (st, n) in new_counts {
+            store.inner.counts[st.index()].store(n, Ordering::Relaxed);
+        }
+        Ok(events)
+    }
+}
+
+/// Group commit: flush whatever is pending, then publish and wake.
+#[derive(Default)]
+struct Committer {
+    queue: Mutex<CommitQueue>,
+    wake: Condvar,
+    stats: Mutex<CommitStats>,
+}
+
+#[derive(Default)]
+struct CommitQueue {
+    events: Vec<Arc<Event>>,
+    waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    closed: bool,
+}
+
+impl Committer {
+    fn publish(&self, events: Vec<Arc<Event>>) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.events.extend(events);
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    fn wait(&self, waiter: oneshot::Sender<Result<(), StoreError>>) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if q.closed {
+            let _ = waiter.send(Err(StoreError::Closed));
+            return;
+        }
+        q.waiters.push(waiter);
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    fn close(&self) {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+        self.wake.notify_one();
+    }
+
+    fn stats(&self) -> CommitStats {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn run(&self, db: &sled::Db, bus: &EventBus) {
+        loop {
+            let (events, waiters, closed) = {
+                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                while q.events.is_empty() && q.waiters.is_empty() && !q.closed {
+                    q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+                (std::mem::take(&mut q.events), std::mem::take(&mut q.waiters), q.closed)
+            };
+            let result = db.flush().map(|_| ()).map_err(StoreError::from);
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "store flush failed");
+            }
+            {
+                let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+                s.flushes += 1;
+                s.flushed_events += events.len() as u64;
+                s.flush_waiters += waiters.len() as u64;
+                s.flush_errors += u64::from(result.is_err());
+            }
+            if result.is_ok() {
+                bus.publish(events);
+            }
+            for w in waiters {
+                let _ = w.send(result.clone());
+            }
+            if closed {
+                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                for w in q.waiters.drain(..) {
+                    let _ = w.send(Err(StoreError::Closed));
+                }
+                if q.events.is_empty() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn idem_key(scope: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(scope.len() + key.len() + 1);
+    k.extend_from_slice(scope.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+fn stream_key(stream: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(stream.len() + 9);
+    k.extend_from_slice(stream.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn count_key(st: JobState) -> Vec<u8> {
+    format!("count/{}", st.as_str()).into_bytes()
+}
+
+fn be_u64(bytes: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = bytes.len().min(8);
+    b[8 - n..].copy_from_slice(&bytes[bytes.len() - n..]);
+    u64::from_be_bytes(b)
+}
