@@ -1,0 +1,118 @@
+//! `JobRunner`: one actor per running attempt.
+//!
+//! It runs the handler in a task under the job's timeout, catching panics, and reports the
+//! outcome to its supervisor. Stopping the runner (cancel, shutdown) aborts the task, which
+//! drops the handler's future: the attempt is stopped, not just forgotten.
+
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::Value;
+use skills::{AttemptOutcome, DynHandler, JobContext};
+use store::JobId;
+use tokio::task::JoinHandle;
+
+use crate::job_supervisor::JobSupervisorMessage;
+
+/// How an attempt ended, as the runtime sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptResult {
+    /// The handler's own verdict.
+    Handler(AttemptOutcome),
+    /// The attempt ran past `timeout_ms` and was stopped.
+    TimedOut,
+    /// The handler panicked.
+    Panicked(String),
+}
+
+pub struct JobRunner;
+
+pub struct JobRunnerArgs {
+    pub job_id: JobId,
+    pub attempt: u32,
+    pub input: Value,
+    pub handler: DynHandler,
+    pub ctx: JobContext,
+    pub timeout: Duration,
+    pub supervisor: ActorRef<JobSupervisorMessage>,
+}
+
+pub struct JobRunnerState {
+    /// The job this attempt belongs to.
+    job_id: JobId,
+    /// The attempt number: the supervisor ignores reports of any other.
+    attempt: u32,
+    /// The task running the handler; aborted when the runner stops.
+    task: JoinHandle<()>,
+    /// When the attempt started, for its duration.
+    started: Instant,
+    /// Where the outcome goes.
+    supervisor: ActorRef<JobSupervisorMessage>,
+}
+
+pub enum JobRunnerMessage {
+    /// The handler task finished (sent by the task itself).
+    Completed(AttemptResult),
+}
+
+impl Actor for JobRunner {
+    type Msg = JobRunnerMessage;
+    type State = JobRunnerState;
+    type Arguments = JobRunnerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: JobRunnerArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let JobRunnerArgs { job_id, attempt, input, handler, ctx, timeout, supervisor } = args;
+        let task = tokio::spawn(async move {
+            let run = AssertUnwindSafe(handler.run(ctx, input)).catch_unwind();
+            let result = match tokio::time::timeout(timeout, run).await {
+                Err(_) => AttemptResult::TimedOut,
+                Ok(Err(panic)) => AttemptResult::Panicked(panic_message(&panic)),
+                Ok(Ok(outcome)) => AttemptResult::Handler(outcome),
+            };
+            let _ = myself.send_message(JobRunnerMessage::Completed(result));
+        });
+        Ok(JobRunnerState { job_id, attempt, task, started: Instant::now(), supervisor })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            JobRunnerMessage::Completed(result) => {
+                let _ = state.supervisor.send_message(JobSupervisorMessage::AttemptFinished {
+                    id: state.job_id,
+                    attempt: state.attempt,
+                    result,
+                    duration: state.started.elapsed(),
+                });
+                myself.stop(None);
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        // Whatever stopped us, the handler stops too.
+        state.task.abort();
+        Ok(())
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "handler panicked".to_string()
+    }
+}

@@ -1,0 +1,26 @@
+//! The actors of RauskuClaw. For now, the job runtime: the reliable core that every skill
+//! invocation runs through. Sessions and the agent loop come next and will invoke skills as
+//! jobs through [`JobService`].
+//!
+//! Layout:
+//! - [`runtime`]: `Runtime`, which starts the actors and shuts them down gracefully.
+//! - [`jobs`]: `JobService`, the API of the runtime (create, get, list, cancel, retry).
+//! - [`job_supervisor`]: the `JobSupervisor` actor: the queue, leases, concurrency, retries,
+//!   crash recovery.
+//! - [`job_runner`]: the `JobRunner` actor: one attempt under a timeout, panics caught.
+//! - [`callbacks`]: the `CallbackDispatcher` actor: signed, allowlisted, retried callbacks.
+//! - [`job_log`]: job log lines as events. [`backoff`]: retry spacing.
+
+pub mod backoff;
+pub mod callbacks;
+pub mod job_log;
+pub mod job_runner;
+pub mod job_supervisor;
+pub mod jobs;
+pub mod runtime;
+
+pub use backoff::Backoff;
+pub use callbacks::{CallbackConfig, CallbackSnapshot};
+pub use job_supervisor::{RuntimeConfig, SupervisorSnapshot, SupervisorStats};
+pub use jobs::{CreateJob, JobError, JobService};
+pub use runtime::Runtime;
