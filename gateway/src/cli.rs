@@ -1,0 +1,123 @@
+//! The command line: `serve`, `keys create|list|revoke`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use store::{Scope, Store, StoreConfig};
+
+use crate::config::{Config, RawConfig, process_env};
+use crate::server::Gateway;
+
+#[derive(Parser)]
+#[command(name = "rauskuclaw", version, about = "Self-hosted orchestration gateway: durable jobs, skills, events")]
+pub struct Cli {
+    /// A TOML configuration file (default: ./rauskuclaw.toml if present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Where the store lives (RAUSKU_DATA_DIR; default ./data).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// host:port to listen on (RAUSKU_LISTEN; default 127.0.0.1:8787).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Manage API keys in the store (the gateway must be stopped; while it runs, use /v1/keys).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// read, operator or admin.
+        #[arg(long, default_value = "operator")]
+        scope: Scope,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by id.
+    Revoke { id: String },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rauskuclaw: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let listen = match &cli.command {
+        Command::Serve { listen } => listen.clone(),
+        Command::Keys { .. } => None,
+    };
+    let flags = RawConfig { listen, data_dir: cli.data_dir, ..RawConfig::default() };
+    let (config, warnings) = Config::load(cli.config.as_deref(), process_env(), flags)?;
+    match cli.command {
+        Command::Serve { .. } => {
+            init_tracing(&config.log);
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(async {
+                let gateway = Gateway::start(config, true).await?;
+                gateway.serve().await
+            })
+        }
+        Command::Keys { command } => keys(&config, command),
+    }
+}
+
+fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    let store = Store::open(StoreConfig::new(&config.data_dir))
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let keys = channels::ApiKeys::load(store.clone(), None)?;
+    match command {
+        KeysCommand::Create { name, scope } => {
+            let (key, secret) = keys.create(&name, scope)?;
+            println!("created key {} ({}, scope {}); it is shown only now:", key.id, key.name, key.scope);
+            println!("{secret}");
+        }
+        KeysCommand::List => {
+            println!("{:<38} {:<9} {:<26} NAME", "ID", "SCOPE", "REVOKED");
+            for k in keys.list() {
+                let revoked = k.revoked_at.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
+                println!("{:<38} {:<9} {:<26} {}", k.id.to_string(), k.scope.as_str(), revoked, k.name);
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            let key = keys.revoke(&id)?;
+            println!("revoked key {} ({})", key.id, key.name);
+        }
+    }
+    store.close()?;
+    Ok(())
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        eprintln!("rauskuclaw: RAUSKU_LOG={filter:?} is not a valid filter ({e}); using `info`");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}

@@ -1,0 +1,31 @@
+//! What every request handler can reach.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use agentloop::{JobService, Runtime};
+use channels::ApiKeys;
+use metrics_exporter_prometheus::PrometheusHandle;
+use skills::Registry;
+use store::Store;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::rate_limit::RateLimits;
+
+/// Shared state of the HTTP app. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub registry: Registry,
+    pub jobs: JobService,
+    pub runtime: Arc<Runtime>,
+    pub keys: ApiKeys,
+    pub config: Arc<Config>,
+    pub limits: RateLimits,
+    /// Renders `/metrics`; `None` when no recorder is installed (tests).
+    pub metrics: Option<PrometheusHandle>,
+    pub started: Instant,
+    /// Flips to `true` when shutdown begins: long-lived streams end.
+    pub shutdown: watch::Receiver<bool>,
+}

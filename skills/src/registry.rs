@@ -1,0 +1,672 @@
+//! The registry: handlers by name, and the persisted job types built over them.
+//!
+//! A job type names a handler and adds its own description, fixed config, defaults and policy.
+//! Each built-in handler gets a job type of the same name the first time the registry opens a
+//! store; after that the stored types are the truth (an operator may have disabled one).
+//!
+//! Writes go to the store first, then to the in-memory map. The mutating methods are sync and do
+//! not wait for the disk: a caller that acknowledges a change to a client awaits
+//! `Store::durable()` first.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use store::{JobDefaults, JobType, Policy, Store, StoreError, Timestamp};
+
+use crate::handler::{DynHandler, InputError};
+
+/// The longest job type name.
+pub const MAX_NAME_LEN: usize = 64;
+/// The longest job type description.
+pub const MAX_DESCRIPTION_LEN: usize = 1024;
+
+/// Why a registry operation was refused. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(
+        "job type `{0}` already exists; change it with PATCH /v1/job-types/{0} or pick another name"
+    )]
+    Exists(String),
+    #[error("no job type named `{0}`; GET /v1/job-types lists them")]
+    NotFound(String),
+    #[error("unknown job type `{name}`; enabled types: {}", list_or_none(.enabled))]
+    UnknownType { name: String, enabled: Vec<String> },
+    #[error(
+        "job type `{0}` is disabled; enable it with PATCH /v1/job-types/{0} {{\"enabled\": true}}"
+    )]
+    Disabled(String),
+    #[error("unknown handler `{handler}`; available handlers: {}", list_or_none(.available))]
+    UnknownHandler {
+        handler: String,
+        available: Vec<String>,
+    },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("the job type store failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> RegistryError {
+    RegistryError::Invalid {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Defaults given in a request: each field falls back (to the handler's defaults on create, to
+/// the current value on patch).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsPatch {
+    /// Attempts per job, 1–100.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Timeout per attempt in milliseconds, 1–86400000 (24 h).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Jobs of this type that may run at once, 1–10000; `null` removes the per-type limit.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, nullable)]
+    pub concurrency: Option<Option<u32>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from a missing one (`None`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Error> {
+    Option::<u32>::deserialize(d).map(Some)
+}
+
+impl DefaultsPatch {
+    /// `base` with the given fields replaced, each checked against its range.
+    fn apply(&self, base: &JobDefaults) -> Result<JobDefaults, RegistryError> {
+        let mut out = base.clone();
+        if let Some(n) = self.max_attempts {
+            if !(1..=100).contains(&n) {
+                return Err(invalid(
+                    "defaults.max_attempts",
+                    format!("{n} is out of range; use 1 to 100"),
+                ));
+            }
+            out.max_attempts = n;
+        }
+        if let Some(ms) = self.timeout_ms {
+            if !(1..=86_400_000).contains(&ms) {
+                return Err(invalid(
+                    "defaults.timeout_ms",
+                    format!("{ms} is out of range; use 1 to 86400000 (24 h)"),
+                ));
+            }
+            out.timeout_ms = ms;
+        }
+        if let Some(concurrency) = self.concurrency {
+            if let Some(n) = concurrency.filter(|n| !(1..=10_000).contains(n)) {
+                return Err(invalid(
+                    "defaults.concurrency",
+                    format!("{n} is out of range; use 1 to 10000, or null for no per-type limit"),
+                ));
+            }
+            out.concurrency = concurrency;
+        }
+        Ok(out)
+    }
+}
+
+/// A new job type over an existing handler (`POST /v1/job-types`).
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobTypeSpec {
+    /// 1–64 characters of `a-z 0-9 . _ -`, starting with a letter.
+    pub name: String,
+    /// Defaults to the handler's description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The handler that runs its jobs (`GET /v1/job-types` shows the built-in ones).
+    pub handler: String,
+    /// Fixed configuration handed to the handler with every job.
+    #[serde(default)]
+    pub config: Option<Value>,
+    /// Fields not given fall back to the handler's defaults.
+    #[serde(default)]
+    pub defaults: Option<DefaultsPatch>,
+    /// A JSON Schema describing the input, for clients and planners.
+    #[serde(default)]
+    pub input_schema: Option<Value>,
+    #[serde(default)]
+    pub policy: Option<Policy>,
+    /// Defaults to `true`.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// A change to a job type (`PATCH /v1/job-types/{name}`); fields not given stay as they are.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobTypePatch {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub defaults: Option<DefaultsPatch>,
+}
+
+/// Handlers by name and the job types over them. Cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Where job types are persisted.
+    store: Store,
+    /// Every handler this process can run, by name; fixed at start-up.
+    handlers: BTreeMap<&'static str, DynHandler>,
+    /// The stored job types by name, kept in step with the store (store first).
+    types: RwLock<BTreeMap<String, JobType>>,
+}
+
+impl Registry {
+    /// Loads the job types from `store` and seeds one per handler whose name has no type yet.
+    pub fn open(store: Store, handlers: Vec<DynHandler>) -> Result<Registry, RegistryError> {
+        let mut by_name = BTreeMap::new();
+        for handler in handlers {
+            let name = handler.name();
+            if by_name.insert(name, handler).is_some() {
+                return Err(invalid(
+                    "handlers",
+                    format!("handler `{name}` is registered twice"),
+                ));
+            }
+        }
+        let mut types: BTreeMap<String, JobType> = store
+            .job_types()?
+            .into_iter()
+            .map(|jt| (jt.name.clone(), jt))
+            .collect();
+        for (name, handler) in &by_name {
+            if types.contains_key(*name) {
+                continue;
+            }
+            let now = Timestamp::now();
+            let jt = JobType {
+                name: (*name).to_owned(),
+                description: handler.description().to_owned(),
+                handler: (*name).to_owned(),
+                enabled: true,
+                config: Value::Null,
+                defaults: handler.defaults(),
+                input_schema: None,
+                policy: Policy::default(),
+                builtin: true,
+                created_at: now,
+                updated_at: now,
+            };
+            store.put_job_type(&jt)?;
+            tracing::info!(job_type = %name, "seeded built-in job type");
+            types.insert(jt.name.clone(), jt);
+        }
+        Ok(Registry {
+            inner: Arc::new(Inner {
+                store,
+                handlers: by_name,
+                types: RwLock::new(types),
+            }),
+        })
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, JobType>> {
+        // The map is only replaced entry by entry, so a panic elsewhere cannot leave it torn.
+        self.inner
+            .types
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<String, JobType>> {
+        self.inner
+            .types
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The job type named `name`.
+    pub fn get(&self, name: &str) -> Option<JobType> {
+        self.read().get(name).cloned()
+    }
+
+    /// Every job type, sorted by name.
+    pub fn list(&self) -> Vec<JobType> {
+        self.read().values().cloned().collect()
+    }
+
+    /// The handler that runs jobs of the type named `type_name`.
+    pub fn handler(&self, type_name: &str) -> Option<DynHandler> {
+        let handler = self.read().get(type_name)?.handler.clone();
+        self.inner.handlers.get(handler.as_str()).cloned()
+    }
+
+    /// The names of every handler, sorted.
+    pub fn handler_names(&self) -> Vec<&'static str> {
+        self.inner.handlers.keys().copied().collect()
+    }
+
+    fn unknown_handler(&self, handler: &str) -> RegistryError {
+        RegistryError::UnknownHandler {
+            handler: handler.to_owned(),
+            available: self
+                .handler_names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+
+    /// Creates a job type over an existing handler and persists it.
+    pub fn create(&self, spec: JobTypeSpec) -> Result<JobType, RegistryError> {
+        check_name(&spec.name)?;
+        let handler = self
+            .inner
+            .handlers
+            .get(spec.handler.as_str())
+            .ok_or_else(|| self.unknown_handler(&spec.handler))?;
+        let description = match spec.description {
+            Some(d) => check_description(d)?,
+            None => handler.description().to_owned(),
+        };
+        let defaults = spec
+            .defaults
+            .unwrap_or_default()
+            .apply(&handler.defaults())?;
+        let schema_ok = |s: &Value| s.is_object() || s.is_boolean();
+        if spec.input_schema.as_ref().is_some_and(|s| !schema_ok(s)) {
+            return Err(invalid(
+                "input_schema",
+                "a JSON Schema is an object (or a boolean)",
+            ));
+        }
+        let now = Timestamp::now();
+        let jt = JobType {
+            name: spec.name,
+            description,
+            handler: handler.name().to_owned(),
+            enabled: spec.enabled.unwrap_or(true),
+            config: spec.config.unwrap_or(Value::Null),
+            defaults,
+            input_schema: spec.input_schema,
+            policy: spec.policy.unwrap_or_default(),
+            builtin: false,
+            created_at: now,
+            updated_at: now,
+        };
+        // Holding the write lock over the (non-flushing) store write makes check-and-insert
+        // atomic against a concurrent create of the same name.
+        let mut types = self.write();
+        if types.contains_key(&jt.name) {
+            return Err(RegistryError::Exists(jt.name));
+        }
+        self.inner.store.put_job_type(&jt)?;
+        types.insert(jt.name.clone(), jt.clone());
+        tracing::info!(job_type = %jt.name, handler = %jt.handler, "created job type");
+        Ok(jt)
+    }
+
+    /// Changes a job type's `enabled`, `description` or `defaults` and persists it.
+    pub fn patch(&self, name: &str, patch: JobTypePatch) -> Result<JobType, RegistryError> {
+        let description = patch.description.map(check_description).transpose()?;
+        let mut types = self.write();
+        let mut jt = types
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
+        if let Some(enabled) = patch.enabled {
+            jt.enabled = enabled;
+        }
+        if let Some(description) = description {
+            jt.description = description;
+        }
+        if let Some(defaults) = &patch.defaults {
+            jt.defaults = defaults.apply(&jt.defaults)?;
+        }
+        jt.updated_at = Timestamp::now();
+        self.inner.store.put_job_type(&jt)?;
+        types.insert(jt.name.clone(), jt.clone());
+        tracing::info!(job_type = %jt.name, enabled = jt.enabled, "updated job type");
+        Ok(jt)
+    }
+
+    /// Checks that a job of type `type_name` with `input` may be created: the type exists, is
+    /// enabled, its handler is present and accepts the input. Returns the type and its handler.
+    pub fn validate_input(
+        &self,
+        type_name: &str,
+        input: &Value,
+    ) -> Result<(JobType, DynHandler), RegistryError> {
+        let jt = {
+            let types = self.read();
+            match types.get(type_name) {
+                Some(jt) => jt.clone(),
+                None => {
+                    let enabled = types
+                        .values()
+                        .filter(|t| t.enabled)
+                        .map(|t| t.name.clone())
+                        .collect();
+                    return Err(RegistryError::UnknownType {
+                        name: type_name.to_owned(),
+                        enabled,
+                    });
+                }
+            }
+        };
+        if !jt.enabled {
+            return Err(RegistryError::Disabled(jt.name));
+        }
+        let handler = self
+            .inner
+            .handlers
+            .get(jt.handler.as_str())
+            .cloned()
+            .ok_or_else(|| self.unknown_handler(&jt.handler))?;
+        handler.validate(&jt.config, input)?;
+        Ok((jt, handler))
+    }
+}
+
+/// Job type names: 1–64 characters of `a-z 0-9 . _ -`, starting with a letter.
+fn check_name(name: &str) -> Result<(), RegistryError> {
+    const RULE: &str =
+        "use 1 to 64 characters of a-z, 0-9, `.`, `_` and `-`, starting with a letter";
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(invalid(
+            "name",
+            format!("`{name}` has {} characters; {RULE}", name.chars().count()),
+        ));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Err(invalid(
+            "name",
+            format!("`{name}` does not start with a letter; {RULE}"),
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '-'))
+    {
+        return Err(invalid(
+            "name",
+            format!("`{name}` contains `{bad}`; {RULE}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_description(description: String) -> Result<String, RegistryError> {
+    if description.chars().count() > MAX_DESCRIPTION_LEN {
+        return Err(invalid(
+            "description",
+            format!("too long; use at most {MAX_DESCRIPTION_LEN} characters"),
+        ));
+    }
+    Ok(description)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use store::StoreConfig;
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::builtin::{BuiltinConfig, builtin_handlers};
+
+    fn open(dir: &TempDir) -> Registry {
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        Registry::open(store, builtin_handlers(&BuiltinConfig::default())).unwrap()
+    }
+
+    fn spec(value: Value) -> JobTypeSpec {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn seeds_one_type_per_builtin() {
+        let dir = TempDir::new().unwrap();
+        let reg = open(&dir);
+        let names: Vec<_> = reg.list().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["echo", "flaky", "http.request", "sleep"]);
+        let sleep = reg.get("sleep").unwrap();
+        assert!(sleep.builtin && sleep.enabled);
+        assert_eq!(sleep.handler, "sleep");
+        assert_eq!(sleep.defaults.timeout_ms, 3_600_000);
+        assert_eq!(reg.handler("sleep").unwrap().name(), "sleep");
+        assert_eq!(
+            reg.handler_names(),
+            ["echo", "flaky", "http.request", "sleep"]
+        );
+    }
+
+    #[test]
+    fn seeding_preserves_stored_changes() {
+        let dir = TempDir::new().unwrap();
+        {
+            let reg = open(&dir);
+            reg.patch(
+                "echo",
+                JobTypePatch {
+                    enabled: Some(false),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            reg.create(spec(json!({"name": "hello", "handler": "echo"})))
+                .unwrap();
+        }
+        let reg = open(&dir);
+        assert!(!reg.get("echo").unwrap().enabled);
+        assert_eq!(reg.get("hello").unwrap().handler, "echo");
+        assert!(matches!(
+            reg.validate_input("echo", &json!(1)),
+            Err(RegistryError::Disabled(_))
+        ));
+    }
+
+    #[test]
+    fn create_over_a_handler() {
+        let dir = TempDir::new().unwrap();
+        let reg = open(&dir);
+        let jt = reg
+            .create(spec(json!({
+                "name": "slow-sleep",
+                "handler": "sleep",
+                "defaults": {"max_attempts": 5},
+                "policy": {"risk": "write"},
+            })))
+            .unwrap();
+        assert_eq!(jt.defaults.max_attempts, 5);
+        assert_eq!(
+            jt.defaults.timeout_ms, 3_600_000,
+            "falls back to the handler's default"
+        );
+        assert!(jt.enabled && !jt.builtin);
+        assert_eq!(reg.handler("slow-sleep").unwrap().name(), "sleep");
+        assert_eq!(reg.get("slow-sleep"), Some(jt));
+
+        let err = reg
+            .create(spec(json!({"name": "slow-sleep", "handler": "echo"})))
+            .unwrap_err();
+        assert!(matches!(err, RegistryError::Exists(_)), "{err}");
+        let err = reg
+            .create(spec(json!({"name": "x", "handler": "nope"})))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("available handlers: echo, flaky, http.request, sleep"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn create_refuses_bad_fields() {
+        let dir = TempDir::new().unwrap();
+        let reg = open(&dir);
+        let cases = [
+            (json!({"name": "", "handler": "echo"}), "name"),
+            (json!({"name": "1abc", "handler": "echo"}), "name"),
+            (json!({"name": "Abc", "handler": "echo"}), "name"),
+            (json!({"name": "a b", "handler": "echo"}), "name"),
+            (json!({"name": "a".repeat(65), "handler": "echo"}), "name"),
+            (
+                json!({"name": "ok", "handler": "echo", "defaults": {"max_attempts": 0}}),
+                "defaults.max_attempts",
+            ),
+            (
+                json!({"name": "ok", "handler": "echo", "defaults": {"max_attempts": 101}}),
+                "defaults.max_attempts",
+            ),
+            (
+                json!({"name": "ok", "handler": "echo", "defaults": {"timeout_ms": 0}}),
+                "defaults.timeout_ms",
+            ),
+            (
+                json!({"name": "ok", "handler": "echo", "defaults": {"timeout_ms": 86_400_001}}),
+                "defaults.timeout_ms",
+            ),
+            (
+                json!({"name": "ok", "handler": "echo", "defaults": {"concurrency": 0}}),
+                "defaults.concurrency",
+            ),
+            (
+                json!({"name": "ok", "handler": "echo", "input_schema": "x"}),
+                "input_schema",
+            ),
+        ];
+        for (value, field) in cases {
+            match reg.create(spec(value.clone())) {
+                Err(RegistryError::Invalid { field: f, message }) => {
+                    assert_eq!(f, field, "{value}: {message}")
+                }
+                other => panic!("{value}: {other:?}"),
+            }
+        }
+        assert!(
+            reg.create(spec(json!({"name": "a".repeat(64), "handler": "echo"})))
+                .is_ok()
+        );
+        assert!(
+            reg.create(spec(json!({"name": "a.b_c-9", "handler": "echo"})))
+                .is_ok()
+        );
+        assert!(
+            serde_json::from_value::<JobTypeSpec>(
+                json!({"name": "x", "handler": "echo", "extra": 1})
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn patch_changes_only_what_is_given() {
+        let dir = TempDir::new().unwrap();
+        let reg = open(&dir);
+        let before = reg.get("http.request").unwrap();
+        let patch: JobTypePatch = serde_json::from_value(
+            json!({"defaults": {"concurrency": 4}, "description": "calls out"}),
+        )
+        .unwrap();
+        let jt = reg.patch("http.request", patch).unwrap();
+        assert_eq!(jt.defaults.concurrency, Some(4));
+        assert_eq!(jt.defaults.max_attempts, before.defaults.max_attempts);
+        assert_eq!(jt.description, "calls out");
+        assert!(jt.enabled);
+
+        let patch: JobTypePatch =
+            serde_json::from_value(json!({"defaults": {"concurrency": null}})).unwrap();
+        assert_eq!(
+            reg.patch("http.request", patch)
+                .unwrap()
+                .defaults
+                .concurrency,
+            None
+        );
+        let patch: JobTypePatch =
+            serde_json::from_value(json!({"defaults": {"timeout_ms": 5}})).unwrap();
+        assert_eq!(
+            reg.patch("http.request", patch)
+                .unwrap()
+                .defaults
+                .concurrency,
+            None
+        );
+
+        let err = reg.patch("nope", JobTypePatch::default()).unwrap_err();
+        assert!(matches!(err, RegistryError::NotFound(_)), "{err}");
+        let bad: JobTypePatch =
+            serde_json::from_value(json!({"defaults": {"max_attempts": 0}})).unwrap();
+        assert!(matches!(
+            reg.patch("echo", bad),
+            Err(RegistryError::Invalid { .. })
+        ));
+        assert!(serde_json::from_value::<JobTypePatch>(json!({"handler": "x"})).is_err());
+    }
+
+    #[test]
+    fn validate_input_checks_type_and_input() {
+        let dir = TempDir::new().unwrap();
+        let reg = open(&dir);
+        let (jt, handler) = reg.validate_input("sleep", &json!({"ms": 10})).unwrap();
+        assert_eq!((jt.name.as_str(), handler.name()), ("sleep", "sleep"));
+
+        reg.patch(
+            "flaky",
+            JobTypePatch {
+                enabled: Some(false),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let err = reg.validate_input("nope", &json!({})).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown job type `nope`; enabled types: echo, http.request, sleep"
+        );
+        let err = reg
+            .validate_input("flaky", &json!({"fail_times": 1}))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("PATCH /v1/job-types/flaky"),
+            "{err}"
+        );
+        match reg.validate_input("sleep", &json!({"ms": "x"})) {
+            Err(RegistryError::Input(e)) => assert_eq!(e.field, "input.ms"),
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("a bad input was accepted"),
+        }
+    }
+
+    #[test]
+    fn stored_type_with_a_missing_handler() {
+        let dir = TempDir::new().unwrap();
+        {
+            let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+            let reg = Registry::open(store, builtin_handlers(&BuiltinConfig::default())).unwrap();
+            reg.create(spec(json!({"name": "old", "handler": "flaky"})))
+                .unwrap();
+        }
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let reg = Registry::open(store, vec![Arc::new(crate::builtin::Echo)]).unwrap();
+        assert!(reg.handler("old").is_none());
+        let err = reg.validate_input("old", &json!({})).unwrap_err();
+        assert!(matches!(err, RegistryError::UnknownHandler { .. }), "{err}");
+    }
+}

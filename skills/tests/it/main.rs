@@ -1,0 +1,3 @@
+//! Integration tests of the skills crate (one binary, modules per area).
+
+mod http_request;
