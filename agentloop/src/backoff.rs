@@ -16,7 +16,11 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { base: Duration::from_millis(500), max: Duration::from_secs(60), jitter: 0.2 }
+        Backoff {
+            base: Duration::from_millis(500),
+            max: Duration::from_secs(60),
+            jitter: 0.2,
+        }
     }
 }
 
@@ -42,7 +46,11 @@ mod tests {
 
     #[test]
     fn delay_table() {
-        let b = Backoff { base: Duration::from_millis(100), max: Duration::from_secs(2), jitter: 0.5 };
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+            jitter: 0.5,
+        };
         let table: &[(u32, f64, u64)] = &[
             // attempt, r, expected ms
             (0, 0.0, 100),
@@ -58,7 +66,11 @@ mod tests {
             (4, 7.0, 400), // r is clamped
         ];
         for &(attempt, r, want) in table {
-            assert_eq!(b.delay(attempt, r), Duration::from_millis(want), "attempt {attempt}, r {r}");
+            assert_eq!(
+                b.delay(attempt, r),
+                Duration::from_millis(want),
+                "attempt {attempt}, r {r}"
+            );
         }
     }
 

@@ -41,7 +41,11 @@ impl CallbackConfig {
             net,
             secret,
             max_attempts: 8,
-            backoff: Backoff { base: Duration::from_secs(1), max: Duration::from_secs(300), jitter: 0.2 },
+            backoff: Backoff {
+                base: Duration::from_secs(1),
+                max: Duration::from_secs(300),
+                jitter: 0.2,
+            },
             timeout: Duration::from_secs(10),
         }
     }
@@ -49,7 +53,8 @@ impl CallbackConfig {
 
 /// `sha256=<hex>` of `body` under `secret`.
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
@@ -67,7 +72,12 @@ struct PendingCallback {
 /// Records, inside the write that ends `job`, that its callback is owed.
 pub(crate) fn stage_delivery(tx: &mut WriteTx<'_>, job: &Job) {
     if let Some(url) = &job.callback_url {
-        let pending = PendingCallback { job_id: job.id, url: url.clone(), attempts: 0, created_at: Timestamp::now() };
+        let pending = PendingCallback {
+            job_id: job.id,
+            url: url.clone(),
+            attempts: 0,
+            created_at: Timestamp::now(),
+        };
         tx.put(Tree::Callbacks, job.id.as_key().to_vec(), &pending);
     }
 }
@@ -78,8 +88,13 @@ pub enum CallbackMessage {
     /// A job with a callback ended; its delivery is in the store.
     Deliver(JobId),
     /// A delivery attempt finished.
-    Attempted { id: JobId, result: Result<u16, DeliveryError> },
-    Snapshot { reply: RpcReplyPort<CallbackSnapshot> },
+    Attempted {
+        id: JobId,
+        result: Result<u16, DeliveryError>,
+    },
+    Snapshot {
+        reply: RpcReplyPort<CallbackSnapshot>,
+    },
 }
 
 /// Why a delivery attempt failed, and whether trying again can help.
@@ -126,7 +141,13 @@ impl Actor for CallbackDispatcher {
         for p in pending {
             myself.send_message(CallbackMessage::Deliver(p.job_id))?;
         }
-        Ok(CallbackState { store, config, client, in_flight: HashSet::new(), stats: CallbackSnapshot::default() })
+        Ok(CallbackState {
+            store,
+            config,
+            client,
+            in_flight: HashSet::new(),
+            stats: CallbackSnapshot::default(),
+        })
     }
 
     async fn handle(
@@ -163,7 +184,9 @@ impl CallbackState {
         if self.in_flight.contains(&id) {
             return;
         }
-        let Some(pending) = self.pending(id) else { return };
+        let Some(pending) = self.pending(id) else {
+            return;
+        };
         let job = match self.store.job(id) {
             Ok(Some(job)) => job,
             _ => return,
@@ -177,27 +200,50 @@ impl CallbackState {
         let attempt = pending.attempts + 1;
         let kind = format!("job.{}", job.state);
         tokio::spawn(async move {
-            let result = deliver(&client, &net, &pending.url, body, &signature, &kind, id, attempt).await;
+            let result = deliver(
+                &client,
+                &net,
+                &pending.url,
+                body,
+                &signature,
+                &kind,
+                id,
+                attempt,
+            )
+            .await;
             let _ = myself.send_message(CallbackMessage::Attempted { id, result });
         });
     }
 
-    fn finish(&mut self, myself: &ActorRef<CallbackMessage>, id: JobId, result: Result<u16, DeliveryError>) {
+    fn finish(
+        &mut self,
+        myself: &ActorRef<CallbackMessage>,
+        id: JobId,
+        result: Result<u16, DeliveryError>,
+    ) {
         self.in_flight.remove(&id);
-        let Some(mut pending) = self.pending(id) else { return };
+        let Some(mut pending) = self.pending(id) else {
+            return;
+        };
         pending.attempts += 1;
         let stream = store::job_stream(id);
         let max = self.config.max_attempts;
         let retry_in = match &result {
-            Err(e) if !e.permanent && pending.attempts < max => Some(self.config.backoff.next_delay(pending.attempts)),
+            Err(e) if !e.permanent && pending.attempts < max => {
+                Some(self.config.backoff.next_delay(pending.attempts))
+            }
             _ => None,
         };
         let written = self.store.write(|tx| {
             match &result {
                 Ok(status) => {
-                    tx.append(NewEvent::new(stream.clone(), "callback.delivered", serde_json::json!({
-                        "attempt": pending.attempts, "url": pending.url, "status": status,
-                    })));
+                    tx.append(NewEvent::new(
+                        stream.clone(),
+                        "callback.delivered",
+                        serde_json::json!({
+                            "attempt": pending.attempts, "url": pending.url, "status": status,
+                        }),
+                    ));
                     tx.remove(Tree::Callbacks, id.as_key().to_vec());
                 }
                 Err(e) => {
@@ -208,10 +254,18 @@ impl CallbackState {
                     if retry_in.is_some() {
                         tx.put(Tree::Callbacks, id.as_key().to_vec(), &pending);
                     } else {
-                        let why = if e.permanent { "the target is refused" } else { "no attempts left" };
-                        tx.append(NewEvent::new(stream.clone(), "callback.abandoned", serde_json::json!({
-                            "attempts": pending.attempts, "url": pending.url, "reason": why,
-                        })));
+                        let why = if e.permanent {
+                            "the target is refused"
+                        } else {
+                            "no attempts left"
+                        };
+                        tx.append(NewEvent::new(
+                            stream.clone(),
+                            "callback.abandoned",
+                            serde_json::json!({
+                                "attempts": pending.attempts, "url": pending.url, "reason": why,
+                            }),
+                        ));
                         tx.remove(Tree::Callbacks, id.as_key().to_vec());
                     }
                 }
@@ -225,12 +279,14 @@ impl CallbackState {
             Ok(status) => {
                 debug!(%id, status, "callback delivered");
                 self.stats.delivered += 1;
-                metrics::counter!("rausku_callback_deliveries_total", "outcome" => "delivered").increment(1);
+                metrics::counter!("rausku_callback_deliveries_total", "outcome" => "delivered")
+                    .increment(1);
             }
             Err(e) => {
                 warn!(%id, attempt = pending.attempts, error = %e.message, "callback delivery failed");
                 self.stats.failed_attempts += 1;
-                metrics::counter!("rausku_callback_deliveries_total", "outcome" => "failed").increment(1);
+                metrics::counter!("rausku_callback_deliveries_total", "outcome" => "failed")
+                    .increment(1);
                 match retry_in {
                     Some(delay) => {
                         myself.send_after(delay, move || CallbackMessage::Deliver(id));
@@ -253,10 +309,18 @@ async fn deliver(
     id: JobId,
     attempt: u32,
 ) -> Result<u16, DeliveryError> {
-    let permanent = |message: String| DeliveryError { message, status: None, permanent: true };
+    let permanent = |message: String| DeliveryError {
+        message,
+        status: None,
+        permanent: true,
+    };
     let url = net.check_url(url).map_err(|e| permanent(e.to_string()))?;
     if !net.allow_private {
-        let host = url.host_str().unwrap_or_default().trim_matches(|c| c == '[' || c == ']').to_string();
+        let host = url
+            .host_str()
+            .unwrap_or_default()
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_string();
         let port = url.port_or_known_default().unwrap_or(443);
         if let Ok(addrs) = tokio::net::lookup_host((host.as_str(), port)).await {
             let addrs: Vec<_> = addrs.collect();
@@ -278,12 +342,20 @@ async fn deliver(
         .body(body)
         .send()
         .await
-        .map_err(|e| DeliveryError { message: error_chain(&e), status: None, permanent: false })?;
+        .map_err(|e| DeliveryError {
+            message: error_chain(&e),
+            status: None,
+            permanent: false,
+        })?;
     let status = response.status();
     if status.is_success() {
         Ok(status.as_u16())
     } else {
-        let hint = if status.is_redirection() { " (redirects are not followed)" } else { "" };
+        let hint = if status.is_redirection() {
+            " (redirects are not followed)"
+        } else {
+            ""
+        };
         Err(DeliveryError {
             message: format!("the target answered {status}{hint}"),
             status: Some(status.as_u16()),

@@ -14,7 +14,10 @@ const MAX_LINE: usize = 16 * 1024;
 
 impl StoreJobLog {
     pub fn new(store: Store, id: JobId) -> Self {
-        StoreJobLog { store, stream: job_stream(id) }
+        StoreJobLog {
+            store,
+            stream: job_stream(id),
+        }
     }
 }
 

@@ -32,6 +32,8 @@ pub struct JobRunner;
 pub struct JobRunnerArgs {
     pub job_id: JobId,
     pub attempt: u32,
+    /// The lease the attempt runs under, echoed in its report.
+    pub lease: u64,
     pub input: Value,
     pub handler: DynHandler,
     pub ctx: JobContext,
@@ -44,6 +46,8 @@ pub struct JobRunnerState {
     job_id: JobId,
     /// The attempt number: the supervisor ignores reports of any other.
     attempt: u32,
+    /// The lease it runs under: with `attempt`, what makes its report count.
+    lease: u64,
     /// The task running the handler; aborted when the runner stops.
     task: JoinHandle<()>,
     /// When the attempt started, for its duration.
@@ -67,9 +71,20 @@ impl Actor for JobRunner {
         myself: ActorRef<Self::Msg>,
         args: JobRunnerArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let JobRunnerArgs { job_id, attempt, input, handler, ctx, timeout, supervisor } = args;
+        let JobRunnerArgs {
+            job_id,
+            attempt,
+            lease,
+            input,
+            handler,
+            ctx,
+            timeout,
+            supervisor,
+        } = args;
         let task = tokio::spawn(async move {
-            let run = AssertUnwindSafe(handler.run(ctx, input)).catch_unwind();
+            // `run` is called inside the guarded future: a handler that panics before it
+            // returns its future fails the attempt like any other panic.
+            let run = AssertUnwindSafe(async move { handler.run(ctx, input).await }).catch_unwind();
             let result = match tokio::time::timeout(timeout, run).await {
                 Err(_) => AttemptResult::TimedOut,
                 Ok(Err(panic)) => AttemptResult::Panicked(panic_message(&panic)),
@@ -77,7 +92,14 @@ impl Actor for JobRunner {
             };
             let _ = myself.send_message(JobRunnerMessage::Completed(result));
         });
-        Ok(JobRunnerState { job_id, attempt, task, started: Instant::now(), supervisor })
+        Ok(JobRunnerState {
+            job_id,
+            attempt,
+            lease,
+            task,
+            started: Instant::now(),
+            supervisor,
+        })
     }
 
     async fn handle(
@@ -88,22 +110,37 @@ impl Actor for JobRunner {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             JobRunnerMessage::Completed(result) => {
-                let _ = state.supervisor.send_message(JobSupervisorMessage::AttemptFinished {
-                    id: state.job_id,
-                    attempt: state.attempt,
-                    result,
-                    duration: state.started.elapsed(),
-                });
+                let _ = state
+                    .supervisor
+                    .send_message(JobSupervisorMessage::AttemptFinished {
+                        id: state.job_id,
+                        attempt: state.attempt,
+                        lease: state.lease,
+                        result,
+                        duration: state.started.elapsed(),
+                    });
                 myself.stop(None);
             }
         }
         Ok(())
     }
 
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         // Whatever stopped us, the handler stops too.
         state.task.abort();
         Ok(())
+    }
+}
+
+impl Drop for JobRunnerState {
+    /// A killed runner (ractor kills the children of a stopping supervisor) skips `post_stop`;
+    /// the handler must stop then too, not run on detached.
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

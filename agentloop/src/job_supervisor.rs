@@ -59,23 +59,48 @@ pub struct JobSupervisorArgs {
 
 pub enum JobSupervisorMessage {
     /// A job was written as `queued`: schedule it.
-    Enqueued { id: JobId, job_type: String, run_at: Timestamp },
+    Enqueued {
+        id: JobId,
+        job_type: String,
+        run_at: Timestamp,
+    },
     /// Cancel a job; a running attempt is stopped.
-    Cancel { id: JobId, reply: RpcReplyPort<Result<Job, JobError>> },
+    Cancel {
+        id: JobId,
+        reply: RpcReplyPort<Result<Job, JobError>>,
+    },
     /// Re-queue a `failed` or `cancelled` job with fresh attempts.
-    Retry { id: JobId, reply: RpcReplyPort<Result<Job, JobError>> },
+    Retry {
+        id: JobId,
+        reply: RpcReplyPort<Result<Job, JobError>>,
+    },
     /// A runner's attempt ended.
-    AttemptFinished { id: JobId, attempt: u32, result: AttemptResult, duration: Duration },
+    AttemptFinished {
+        id: JobId,
+        attempt: u32,
+        /// The lease the attempt ran under: leases are numbered from 1 in the order this
+        /// supervisor hands them out. Attempt numbers repeat (a retry by hand starts again at
+        /// 1); lease numbers do not, so a late report of a stopped attempt is told apart from
+        /// the report of the attempt that holds the lease now.
+        lease: u64,
+        result: AttemptResult,
+        duration: Duration,
+    },
     /// Record the attempt outcomes buffered so far in one write.
     FlushCompletions,
     /// A due time was reached.
     Tick,
     /// Stop leasing; reply once running attempts finished or `grace` passed (then they are
     /// stopped and re-queued for the next start).
-    Drain { grace: Duration, reply: RpcReplyPort<()> },
+    Drain {
+        grace: Duration,
+        reply: RpcReplyPort<()>,
+    },
     /// The grace period of a drain ran out.
     DrainDeadline,
-    Snapshot { reply: RpcReplyPort<SupervisorSnapshot> },
+    Snapshot {
+        reply: RpcReplyPort<SupervisorSnapshot>,
+    },
 }
 
 /// A serialisable view of the supervisor, for `/v1/runtime` and tests.
@@ -110,6 +135,8 @@ pub struct SupervisorStats {
 /// One running attempt.
 struct Running {
     attempt: u32,
+    /// Which lease this is (see `AttemptFinished::lease`).
+    lease: u64,
     job_type: String,
     /// `None` if the runner could not be started (the attempt is then failed at once).
     runner: Option<ActorRef<crate::job_runner::JobRunnerMessage>>,
@@ -138,6 +165,8 @@ pub struct JobSupervisorState {
     completions: Vec<(JobId, u32, AttemptResult, Duration)>,
     /// Whether a `FlushCompletions` is already in the mailbox.
     flush_scheduled: bool,
+    /// The number of the last lease handed out.
+    last_lease: u64,
     /// The earliest `Tick` already scheduled.
     next_tick: Option<i64>,
     /// Set by `Drain`: no new leases, and who to tell when idle.
@@ -145,6 +174,9 @@ pub struct JobSupervisorState {
     is_draining: bool,
     stats: SupervisorStats,
 }
+
+/// Wait before trying again to record outcomes after a failed store write.
+const RECORD_RETRY: Duration = Duration::from_secs(1);
 
 /// Most jobs leased in one store write.
 const LEASE_BATCH: usize = 256;
@@ -171,6 +203,7 @@ impl Actor for JobSupervisor {
             running_by_type: HashMap::new(),
             completions: Vec::new(),
             flush_scheduled: false,
+            last_lease: 0,
             next_tick: None,
             draining: None,
             is_draining: false,
@@ -188,20 +221,41 @@ impl Actor for JobSupervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            JobSupervisorMessage::Enqueued { id, job_type, run_at } => {
+            JobSupervisorMessage::Enqueued {
+                id,
+                job_type,
+                run_at,
+            } => {
                 state.push_queued(id, job_type, run_at.as_millis());
                 state.dispatch(&myself).await;
             }
             JobSupervisorMessage::Cancel { id, reply } => {
                 let result = state.cancel(id);
                 let _ = reply.send(result);
+                // A cancelled attempt frees a slot.
+                state.dispatch(&myself).await;
             }
             JobSupervisorMessage::Retry { id, reply } => {
                 let result = state.retry_by_hand(id);
                 let _ = reply.send(result);
                 state.dispatch(&myself).await;
             }
-            JobSupervisorMessage::AttemptFinished { id, attempt, result, duration } => {
+            JobSupervisorMessage::AttemptFinished {
+                id,
+                attempt,
+                lease,
+                result,
+                duration,
+            } => {
+                let holds_lease = state
+                    .running
+                    .get(&id)
+                    .is_some_and(|r| r.attempt == attempt && r.lease == lease);
+                if !holds_lease {
+                    debug!(%id, attempt, lease, "ignored report of an attempt that does not hold the lease");
+                    state.stats.stale_reports += 1;
+                    return Ok(());
+                }
                 state.completions.push((id, attempt, result, duration));
                 if !state.flush_scheduled {
                     state.flush_scheduled = true;
@@ -210,7 +264,7 @@ impl Actor for JobSupervisor {
             }
             JobSupervisorMessage::FlushCompletions => {
                 state.flush_scheduled = false;
-                state.record_completions();
+                state.record_completions(&myself);
                 state.maybe_finish_drain();
                 state.dispatch(&myself).await;
             }
@@ -244,21 +298,21 @@ impl Actor for JobSupervisor {
                 state.runners.remove(&cell.get_id());
             }
             SupervisionEvent::ActorFailed(cell, err) => {
-                if let Some(id) = state.runners.remove(&cell.get_id()) {
-                    if let Some(run) = state.running.get(&id) {
-                        warn!(%id, attempt = run.attempt, error = %err, "job runner failed");
-                        state.stats.runner_failures += 1;
-                        let attempt = run.attempt;
-                        state.completions.push((
-                            id,
-                            attempt,
-                            AttemptResult::Panicked(format!("runner failed: {err}")),
-                            Duration::ZERO,
-                        ));
-                        if !state.flush_scheduled {
-                            state.flush_scheduled = true;
-                            myself.send_message(JobSupervisorMessage::FlushCompletions)?;
-                        }
+                if let Some(id) = state.runners.remove(&cell.get_id())
+                    && let Some(run) = state.running.get(&id)
+                {
+                    warn!(%id, attempt = run.attempt, error = %err, "job runner failed");
+                    state.stats.runner_failures += 1;
+                    let attempt = run.attempt;
+                    state.completions.push((
+                        id,
+                        attempt,
+                        AttemptResult::Panicked(format!("runner failed: {err}")),
+                        Duration::ZERO,
+                    ));
+                    if !state.flush_scheduled {
+                        state.flush_scheduled = true;
+                        myself.send_message(JobSupervisorMessage::FlushCompletions)?;
                     }
                 }
             }
@@ -279,7 +333,9 @@ impl JobSupervisorState {
                 JobState::Queued | JobState::Retrying => {
                     self.push_queued(job.id, job.job_type.clone(), job.run_at.as_millis());
                 }
-                JobState::Running if job.lease.as_ref().is_none_or(|l| l.owner != boot_id) => orphans.push(job),
+                JobState::Running if job.lease.as_ref().is_none_or(|l| l.owner != boot_id) => {
+                    orphans.push(job)
+                }
                 _ => {}
             }
         }
@@ -300,9 +356,13 @@ impl JobSupervisorState {
                 let mut data = store::store::job_event_data(&job);
                 data["interrupted_attempt"] = interrupted.into();
                 tx.append(NewEvent::new(job.stream(), "job.recovered", data));
-                tx.append(log_event(&job, LogLevel::Warn, format!(
-                    "attempt {interrupted} was interrupted by a restart; the job runs again"
-                )));
+                tx.append(log_event(
+                    &job,
+                    LogLevel::Warn,
+                    format!(
+                        "attempt {interrupted} was interrupted by a restart; the job runs again"
+                    ),
+                ));
                 tx.put_job(job.clone())?;
                 out.push(job);
             }
@@ -320,12 +380,17 @@ impl JobSupervisorState {
         if self.running.contains_key(&id) || self.queued.contains_key(&id) {
             return;
         }
-        self.queues.entry(job_type.clone()).or_default().insert((run_at, id));
+        self.queues
+            .entry(job_type.clone())
+            .or_default()
+            .insert((run_at, id));
         self.queued.insert(id, (job_type, run_at));
     }
 
     fn remove_queued(&mut self, id: JobId) -> bool {
-        let Some((job_type, run_at)) = self.queued.remove(&id) else { return false };
+        let Some((job_type, run_at)) = self.queued.remove(&id) else {
+            return false;
+        };
         if let Some(q) = self.queues.get_mut(&job_type) {
             q.remove(&(run_at, id));
         }
@@ -363,7 +428,9 @@ impl JobSupervisorState {
                 if room.get(t).copied().unwrap_or(0) == 0 {
                     continue;
                 }
-                let Some(&(run_at, id)) = self.queues.get(t).and_then(|q| q.first()) else { continue };
+                let Some(&(run_at, id)) = self.queues.get(t).and_then(|q| q.first()) else {
+                    continue;
+                };
                 if run_at > now {
                     earliest_future = Some(earliest_future.map_or(run_at, |e| e.min(run_at)));
                     continue;
@@ -402,7 +469,8 @@ impl JobSupervisorState {
             for job in leased {
                 self.start_runner(myself, job).await;
             }
-            if !self.queued.is_empty() && self.running.len() < self.config.max_concurrency as usize {
+            if !self.queued.is_empty() && self.running.len() < self.config.max_concurrency as usize
+            {
                 // More may be due than one batch held.
                 let _ = myself.send_message(JobSupervisorMessage::Tick);
             }
@@ -434,10 +502,18 @@ impl JobSupervisorState {
                 }
                 job.state = JobState::Running;
                 job.attempt += 1;
-                job.lease = Some(Lease { attempt: job.attempt, owner: owner.clone(), taken_at: now });
+                job.lease = Some(Lease {
+                    attempt: job.attempt,
+                    owner: owner.clone(),
+                    taken_at: now,
+                });
                 job.started_at.get_or_insert(now);
                 job.updated_at = now;
-                tx.append(NewEvent::new(job.stream(), "job.started", store::store::job_event_data(&job)));
+                tx.append(NewEvent::new(
+                    job.stream(),
+                    "job.started",
+                    store::store::job_event_data(&job),
+                ));
                 metrics::histogram!("rausku_job_queue_lag_seconds")
                     .record(job.run_at.until(now).as_secs_f64());
                 tx.put_job(job.clone())?;
@@ -448,9 +524,15 @@ impl JobSupervisorState {
     }
 
     async fn start_runner(&mut self, myself: &ActorRef<JobSupervisorMessage>, job: Job) {
+        self.last_lease += 1;
+        let lease = self.last_lease;
         let result = match self.registry.handler(&job.job_type) {
             Some(handler) => {
-                let config = self.registry.get(&job.job_type).map(|t| t.config).unwrap_or_default();
+                let config = self
+                    .registry
+                    .get(&job.job_type)
+                    .map(|t| t.config)
+                    .unwrap_or_default();
                 let ctx = JobContext {
                     job_id: job.id,
                     job_type: job.job_type.clone(),
@@ -463,6 +545,7 @@ impl JobSupervisorState {
                 let args = JobRunnerArgs {
                     job_id: job.id,
                     attempt: job.attempt,
+                    lease,
                     input: job.input.clone(),
                     handler,
                     ctx,
@@ -474,22 +557,45 @@ impl JobSupervisorState {
                     .map(|(r, _)| r)
                     .map_err(|e| format!("could not start a runner: {e}"))
             }
-            None => Err(format!("job type `{}` has no handler any more", job.job_type)),
+            None => Err(format!(
+                "job type `{}` has no handler any more",
+                job.job_type
+            )),
         };
         self.stats.leased += 1;
-        *self.running_by_type.entry(job.job_type.clone()).or_default() += 1;
+        *self
+            .running_by_type
+            .entry(job.job_type.clone())
+            .or_default() += 1;
         match result {
             Ok(runner) => {
                 debug!(id = %job.id, attempt = job.attempt, "attempt started");
                 self.runners.insert(runner.get_id(), job.id);
-                self.running.insert(job.id, Running { attempt: job.attempt, job_type: job.job_type, runner: Some(runner) });
+                self.running.insert(
+                    job.id,
+                    Running {
+                        attempt: job.attempt,
+                        lease,
+                        job_type: job.job_type,
+                        runner: Some(runner),
+                    },
+                );
             }
             Err(error) => {
                 // Record it as a failed attempt through the normal path.
-                self.running.insert(job.id, Running { attempt: job.attempt, job_type: job.job_type, runner: None });
+                self.running.insert(
+                    job.id,
+                    Running {
+                        attempt: job.attempt,
+                        lease,
+                        job_type: job.job_type,
+                        runner: None,
+                    },
+                );
                 let _ = myself.send_message(JobSupervisorMessage::AttemptFinished {
                     id: job.id,
                     attempt: job.attempt,
+                    lease,
                     result: AttemptResult::Handler(AttemptOutcome::fatal(error)),
                     duration: Duration::ZERO,
                 });
@@ -505,16 +611,20 @@ impl JobSupervisorState {
         }
     }
 
+    /// Ends a job's lease. Reports of it still buffered go with it: they no longer count.
     fn release(&mut self, id: JobId) -> Option<Running> {
         let run = self.running.remove(&id)?;
         if let Some(n) = self.running_by_type.get_mut(&run.job_type) {
             *n = n.saturating_sub(1);
         }
+        let buffered = self.completions.len();
+        self.completions.retain(|(job, ..)| *job != id);
+        self.stats.stale_reports += (buffered - self.completions.len()) as u64;
         Some(run)
     }
 
     /// Records the buffered outcomes in one write.
-    fn record_completions(&mut self) {
+    fn record_completions(&mut self, myself: &ActorRef<JobSupervisorMessage>) {
         let completions = std::mem::take(&mut self.completions);
         if completions.is_empty() {
             return;
@@ -581,11 +691,11 @@ impl JobSupervisorState {
             }
             let mut callbacks = Vec::new();
             for change in &changed {
-                if let Change::Done(job, _) = change {
-                    if job.callback_url.is_some() {
-                        crate::callbacks::stage_delivery(tx, job);
-                        callbacks.push(job.id);
-                    }
+                if let Change::Done(job, _) = change
+                    && job.callback_url.is_some()
+                {
+                    crate::callbacks::stage_delivery(tx, job);
+                    callbacks.push(job.id);
                 }
             }
             Ok::<_, StoreError>((changed, callbacks))
@@ -593,12 +703,13 @@ impl JobSupervisorState {
         let (changed, callbacks) = match written {
             Ok(w) => w,
             Err(e) => {
-                // The attempts stay `running` in the store; re-queue them so they run again.
-                warn!(error = %e, "recording attempt outcomes failed; re-running the attempts");
-                for (id, _, _, _) in completions {
-                    if let Some(run) = self.release(id) {
-                        self.push_queued(id, run.job_type, Timestamp::now().as_millis() + 1000);
-                    }
+                // Nothing was written: keep the outcomes and try again shortly. The jobs stay
+                // `running` (and hold their slots) until their outcome is on record.
+                warn!(error = %e, "recording attempt outcomes failed; retrying in 1 s");
+                self.completions.splice(0..0, completions);
+                if !self.flush_scheduled {
+                    self.flush_scheduled = true;
+                    myself.send_after(RECORD_RETRY, || JobSupervisorMessage::FlushCompletions);
                 }
                 return;
             }
@@ -616,7 +727,8 @@ impl JobSupervisorState {
                     self.release(job.id);
                     self.count(kind);
                     self.stats.retried += 1;
-                    metrics::counter!("rausku_job_attempts_total", "outcome" => "retrying").increment(1);
+                    metrics::counter!("rausku_job_attempts_total", "outcome" => "retrying")
+                        .increment(1);
                     self.push_queued(job.id, job.job_type, job.run_at.as_millis());
                 }
                 Change::Done(job, kind) => {
@@ -626,7 +738,8 @@ impl JobSupervisorState {
                         JobState::Succeeded => self.stats.succeeded += 1,
                         _ => self.stats.failed += 1,
                     }
-                    metrics::counter!("rausku_job_attempts_total", "outcome" => job.state.as_str()).increment(1);
+                    metrics::counter!("rausku_job_attempts_total", "outcome" => job.state.as_str())
+                        .increment(1);
                 }
             }
         }
@@ -647,7 +760,9 @@ impl JobSupervisorState {
 
     fn cancel(&mut self, id: JobId) -> Result<Job, JobError> {
         let job = self.store.write(|tx| {
-            let Some(mut job) = tx.job(id)? else { return Err(JobError::NotFound(id)) };
+            let Some(mut job) = tx.job(id)? else {
+                return Err(JobError::NotFound(id));
+            };
             if job.state.is_terminal() {
                 return Err(JobError::InvalidState {
                     id,
@@ -663,9 +778,17 @@ impl JobSupervisorState {
             job.finished_at = Some(now);
             job.updated_at = now;
             if was_running {
-                tx.append(log_event(&job, LogLevel::Warn, format!("attempt {} was stopped by cancel", job.attempt)));
+                tx.append(log_event(
+                    &job,
+                    LogLevel::Warn,
+                    format!("attempt {} was stopped by cancel", job.attempt),
+                ));
             }
-            tx.append(NewEvent::new(job.stream(), "job.cancelled", store::store::job_event_data(&job)));
+            tx.append(NewEvent::new(
+                job.stream(),
+                "job.cancelled",
+                store::store::job_event_data(&job),
+            ));
             tx.put_job(job.clone())?;
             if job.callback_url.is_some() {
                 crate::callbacks::stage_delivery(tx, &job);
@@ -677,17 +800,19 @@ impl JobSupervisorState {
             self.stop_runner(run, "cancelled");
         }
         self.stats.cancelled += 1;
-        if job.callback_url.is_some() {
-            if let Some(cb) = &self.callbacks {
-                let _ = cb.send_message(CallbackMessage::Deliver(id));
-            }
+        if job.callback_url.is_some()
+            && let Some(cb) = &self.callbacks
+        {
+            let _ = cb.send_message(CallbackMessage::Deliver(id));
         }
         Ok(job)
     }
 
     fn retry_by_hand(&mut self, id: JobId) -> Result<Job, JobError> {
         let job = self.store.write(|tx| {
-            let Some(mut job) = tx.job(id)? else { return Err(JobError::NotFound(id)) };
+            let Some(mut job) = tx.job(id)? else {
+                return Err(JobError::NotFound(id));
+            };
             if !matches!(job.state, JobState::Failed | JobState::Cancelled) {
                 return Err(JobError::InvalidState {
                     id,
@@ -702,8 +827,16 @@ impl JobSupervisorState {
             job.run_at = now;
             job.updated_at = now;
             job.finished_at = None;
-            tx.append(log_event(&job, LogLevel::Info, "re-queued by hand with fresh attempts".into()));
-            tx.append(NewEvent::new(job.stream(), "job.queued", store::store::job_event_data(&job)));
+            tx.append(log_event(
+                &job,
+                LogLevel::Info,
+                "re-queued by hand with fresh attempts".into(),
+            ));
+            tx.append(NewEvent::new(
+                job.stream(),
+                "job.queued",
+                store::store::job_event_data(&job),
+            ));
             tx.put_job(job.clone())?;
             Ok(job)
         })?;
@@ -750,10 +883,11 @@ impl JobSupervisorState {
     }
 
     fn maybe_finish_drain(&mut self) {
-        if self.running.is_empty() && self.completions.is_empty() {
-            if let Some(reply) = self.draining.take() {
-                let _ = reply.send(());
-            }
+        if self.running.is_empty()
+            && self.completions.is_empty()
+            && let Some(reply) = self.draining.take()
+        {
+            let _ = reply.send(());
         }
     }
 
@@ -761,7 +895,12 @@ impl JobSupervisorState {
         SupervisorSnapshot {
             queued: self.queued.len(),
             running: self.running.len(),
-            running_by_type: self.running_by_type.iter().filter(|(_, n)| **n > 0).map(|(k, v)| (k.clone(), *v)).collect(),
+            running_by_type: self
+                .running_by_type
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
             max_concurrency: self.config.max_concurrency,
             draining: self.is_draining,
             stats: self.stats,

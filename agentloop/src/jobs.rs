@@ -10,7 +10,10 @@ use ractor::{ActorRef, RpcReplyPort};
 use serde_json::Value;
 use skills::net::NetPolicy;
 use skills::{Registry, RegistryError};
-use store::{CreateOutcome, IdempotencyScope, Job, JobFilter, JobId, JobState, NewJob, Store, StoreError, Timestamp};
+use store::{
+    CreateOutcome, IdempotencyScope, Job, JobFilter, JobId, JobState, NewJob, Store, StoreError,
+    Timestamp,
+};
 
 use crate::job_supervisor::{JobSupervisorMessage, SupervisorSnapshot};
 
@@ -41,7 +44,12 @@ pub enum JobError {
     #[error("job {0} not found")]
     NotFound(JobId),
     #[error("cannot {action} job {id}: it is {state}; {hint}")]
-    InvalidState { id: JobId, state: JobState, action: &'static str, hint: &'static str },
+    InvalidState {
+        id: JobId,
+        state: JobState,
+        action: &'static str,
+        hint: &'static str,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the job runtime is not running")]
@@ -50,7 +58,10 @@ pub enum JobError {
 
 impl JobError {
     fn invalid(field: &str, message: impl Into<String>) -> Self {
-        JobError::Invalid { field: field.to_string(), message: message.into() }
+        JobError::Invalid {
+            field: field.to_string(),
+            message: message.into(),
+        }
     }
 }
 
@@ -71,7 +82,12 @@ impl JobService {
         supervisor: ActorRef<JobSupervisorMessage>,
         callbacks: Option<NetPolicy>,
     ) -> Self {
-        JobService { store, registry, supervisor, callbacks }
+        JobService {
+            store,
+            registry,
+            supervisor,
+            callbacks,
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -83,15 +99,25 @@ impl JobService {
     }
 
     /// Validates and writes a job, then schedules it.
-    pub fn create(&self, req: CreateJob, idem: Option<IdempotencyScope>) -> Result<CreateOutcome, JobError> {
+    pub fn create(
+        &self,
+        req: CreateJob,
+        idem: Option<IdempotencyScope>,
+    ) -> Result<CreateOutcome, JobError> {
         let (job_type, _) = self.registry.validate_input(&req.job_type, &req.input)?;
         let max_attempts = req.max_attempts.unwrap_or(job_type.defaults.max_attempts);
         if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
-            return Err(JobError::invalid("max_attempts", format!("must be between 1 and {MAX_ATTEMPTS}")));
+            return Err(JobError::invalid(
+                "max_attempts",
+                format!("must be between 1 and {MAX_ATTEMPTS}"),
+            ));
         }
         let timeout_ms = req.timeout_ms.unwrap_or(job_type.defaults.timeout_ms);
         if !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
-            return Err(JobError::invalid("timeout_ms", format!("must be between 1 and {MAX_TIMEOUT_MS} (24 h)")));
+            return Err(JobError::invalid(
+                "timeout_ms",
+                format!("must be between 1 and {MAX_TIMEOUT_MS} (24 h)"),
+            ));
         }
         if let Some(url) = &req.callback_url {
             let Some(policy) = &self.callbacks else {
@@ -100,7 +126,9 @@ impl JobService {
                     "callbacks are disabled: no callback host is allowed; set RAUSKU_CALLBACK_ALLOWLIST",
                 ));
             };
-            policy.check_url(url).map_err(|e| JobError::invalid("callback_url", e.to_string()))?;
+            policy
+                .check_url(url)
+                .map_err(|e| JobError::invalid("callback_url", e.to_string()))?;
         }
         let now = Timestamp::now();
         let job = Job::from_new(
@@ -140,23 +168,30 @@ impl JobService {
 
     /// Cancels a job; a running attempt is stopped.
     pub async fn cancel(&self, id: JobId) -> Result<Job, JobError> {
-        self.call(|reply| JobSupervisorMessage::Cancel { id, reply }).await?
+        self.call(|reply| JobSupervisorMessage::Cancel { id, reply })
+            .await?
     }
 
     /// Re-queues a failed or cancelled job with fresh attempts.
     pub async fn retry(&self, id: JobId) -> Result<Job, JobError> {
-        self.call(|reply| JobSupervisorMessage::Retry { id, reply }).await?
+        self.call(|reply| JobSupervisorMessage::Retry { id, reply })
+            .await?
     }
 
     pub async fn snapshot(&self) -> Result<SupervisorSnapshot, JobError> {
-        self.call(|reply| JobSupervisorMessage::Snapshot { reply }).await
+        self.call(|reply| JobSupervisorMessage::Snapshot { reply })
+            .await
     }
 
     async fn call<T: Send + 'static>(
         &self,
         msg: impl FnOnce(RpcReplyPort<T>) -> JobSupervisorMessage,
     ) -> Result<T, JobError> {
-        match self.supervisor.call(msg, Some(Duration::from_secs(30))).await {
+        match self
+            .supervisor
+            .call(msg, Some(Duration::from_secs(30)))
+            .await
+        {
             Ok(ractor::rpc::CallResult::Success(v)) => Ok(v),
             _ => Err(JobError::Unavailable),
         }

@@ -8,7 +8,9 @@ use store::Store;
 use tracing::info;
 
 use crate::callbacks::{CallbackConfig, CallbackDispatcher, CallbackMessage, CallbackSnapshot};
-use crate::job_supervisor::{JobSupervisor, JobSupervisorArgs, JobSupervisorMessage, RuntimeConfig};
+use crate::job_supervisor::{
+    JobSupervisor, JobSupervisorArgs, JobSupervisorMessage, RuntimeConfig,
+};
 use crate::jobs::JobService;
 
 /// The running job runtime.
@@ -28,7 +30,8 @@ impl Runtime {
     ) -> Result<Runtime, SpawnErr> {
         let callbacks_enabled = !callbacks.net.allowlist.is_empty();
         let net = callbacks.net.clone();
-        let (callbacks, _) = Actor::spawn(None, CallbackDispatcher, (store.clone(), callbacks)).await?;
+        let (callbacks, _) =
+            Actor::spawn(None, CallbackDispatcher, (store.clone(), callbacks)).await?;
         let args = JobSupervisorArgs {
             store: store.clone(),
             registry: registry.clone(),
@@ -36,8 +39,17 @@ impl Runtime {
             callbacks: Some(callbacks.clone()),
         };
         let (supervisor, _) = Actor::spawn(None, JobSupervisor, args).await?;
-        let jobs = JobService::new(store, registry, supervisor.clone(), callbacks_enabled.then_some(net));
-        Ok(Runtime { jobs, supervisor, callbacks })
+        let jobs = JobService::new(
+            store,
+            registry,
+            supervisor.clone(),
+            callbacks_enabled.then_some(net),
+        );
+        Ok(Runtime {
+            jobs,
+            supervisor,
+            callbacks,
+        })
     }
 
     pub async fn callback_snapshot(&self) -> Option<CallbackSnapshot> {
@@ -47,10 +59,16 @@ impl Runtime {
     /// Stops leasing, lets running attempts finish for up to `grace` (then stops and re-queues
     /// them), and stops the actors.
     pub async fn shutdown(&self, grace: Duration) {
-        info!(grace_ms = grace.as_millis() as u64, "draining the job runtime");
+        info!(
+            grace_ms = grace.as_millis() as u64,
+            "draining the job runtime"
+        );
         let _ = self
             .supervisor
-            .call(|reply| JobSupervisorMessage::Drain { grace, reply }, Some(grace + Duration::from_secs(5)))
+            .call(
+                |reply| JobSupervisorMessage::Drain { grace, reply },
+                Some(grace + Duration::from_secs(5)),
+            )
             .await;
         self.supervisor.stop(None);
         self.callbacks.stop(None);

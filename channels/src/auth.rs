@@ -36,8 +36,11 @@ pub struct ApiKeys {
     /// SHA-256 of the bootstrap key, if one is configured.
     bootstrap: Option<[u8; 32]>,
     /// Stored keys by short id (revoked ones included, so they can be listed).
-    keys: Arc<RwLock<HashMap<String, (ApiKey, [u8; 32])>>>,
+    keys: Arc<RwLock<KeysById>>,
 }
+
+/// Stored keys by short id, with the decoded hash of each secret.
+type KeysById = HashMap<String, (ApiKey, [u8; 32])>;
 
 impl ApiKeys {
     pub fn load(store: Store, bootstrap: Option<&str>) -> Result<ApiKeys, StoreError> {
@@ -67,16 +70,25 @@ impl ApiKeys {
     /// Whether any key can authenticate at all (bootstrap or an active stored key).
     pub fn any_active(&self) -> bool {
         self.bootstrap.is_some()
-            || self.keys.read().unwrap_or_else(|p| p.into_inner()).values().any(|(k, _)| k.revoked_at.is_none())
+            || self
+                .keys
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .any(|(k, _)| k.revoked_at.is_none())
     }
 
     /// The caller presenting `presented`, if it is a valid, unrevoked key.
     pub fn authenticate(&self, presented: &str) -> Option<Principal> {
         let digest = hash_secret(presented);
-        if let Some(boot) = &self.bootstrap {
-            if digests_equal(&digest, boot) {
-                return Some(Principal { id: "bootstrap".into(), name: "bootstrap".into(), scope: Scope::Admin });
-            }
+        if let Some(boot) = &self.bootstrap
+            && digests_equal(&digest, boot)
+        {
+            return Some(Principal {
+                id: "bootstrap".into(),
+                name: "bootstrap".into(),
+                scope: Scope::Admin,
+            });
         }
         let parsed = parse_key(presented)?;
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
@@ -107,7 +119,10 @@ impl ApiKeys {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .map(|(k, _)| ApiKey { secret_hash: String::new(), ..k.clone() })
+            .map(|(k, _)| ApiKey {
+                secret_hash: String::new(),
+                ..k.clone()
+            })
             .collect();
         out.sort_by_key(|k| k.id);
         out
@@ -127,11 +142,18 @@ impl ApiKeys {
             self.store.put_api_key(&key)?;
             self.reload()?;
         }
-        Ok(ApiKey { secret_hash: String::new(), ..key })
+        Ok(ApiKey {
+            secret_hash: String::new(),
+            ..key
+        })
     }
 
     pub fn get(&self, id: KeyId) -> Option<ApiKey> {
-        self.keys.read().unwrap_or_else(|p| p.into_inner()).get(&short_id(id)).map(|(k, _)| k.clone())
+        self.keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&short_id(id))
+            .map(|(k, _)| k.clone())
     }
 }
 
@@ -149,7 +171,10 @@ mod tests {
     fn bootstrap_key_is_admin() {
         let (_d, store) = store();
         let keys = ApiKeys::load(store, Some("s3cret-bootstrap")).unwrap();
-        assert_eq!(keys.authenticate("s3cret-bootstrap").unwrap().scope, Scope::Admin);
+        assert_eq!(
+            keys.authenticate("s3cret-bootstrap").unwrap().scope,
+            Scope::Admin
+        );
         assert!(keys.authenticate("s3cret-bootstrap ").is_none());
         assert!(keys.authenticate("").is_none());
     }
@@ -168,7 +193,13 @@ mod tests {
         // Another instance over the same store sees it; only the hash is stored.
         let again = ApiKeys::load(store.clone(), None).unwrap();
         assert!(again.authenticate(&secret).is_some());
-        assert!(store.api_keys().unwrap().iter().all(|k| !k.secret_hash.contains(&secret[20..])));
+        assert!(
+            store
+                .api_keys()
+                .unwrap()
+                .iter()
+                .all(|k| !k.secret_hash.contains(&secret[20..]))
+        );
         keys.revoke(&short_id(key.id)).unwrap();
         assert!(keys.authenticate(&secret).is_none());
         assert!(keys.list()[0].revoked_at.is_some());

@@ -26,7 +26,10 @@ pub struct EventBus {
 impl EventBus {
     pub(crate) fn new(capacity: usize, horizon: u64) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(16));
-        EventBus { tx, horizon: Arc::new(AtomicU64::new(horizon)) }
+        EventBus {
+            tx,
+            horizon: Arc::new(AtomicU64::new(horizon)),
+        }
     }
 
     /// The highest `global_seq` known to be on disk.
@@ -142,6 +145,9 @@ impl Follower {
             let page = self.store.events_after(&self.filter, self.last, PAGE)?;
             self.backlog.extend(page);
         }
-        Ok(self.backlog.pop_front().inspect(|e| self.last = self.filter.position(e)))
+        Ok(self
+            .backlog
+            .pop_front()
+            .inspect(|e| self.last = self.filter.position(e)))
     }
 }

@@ -30,7 +30,10 @@ pub fn decode<T: DeserializeOwned>(tree: &str, key: &[u8], bytes: &[u8]) -> Resu
         reason,
     };
     if bytes.len() < HEADER {
-        return Err(corrupt(format!("record is {} bytes, shorter than its header", bytes.len())));
+        return Err(corrupt(format!(
+            "record is {} bytes, shorter than its header",
+            bytes.len()
+        )));
     }
     if bytes[0] != FORMAT_VERSION {
         return Err(corrupt(format!(
@@ -73,14 +76,27 @@ mod tests {
         bytes[last] ^= 0x01;
         let err = decode::<serde_json::Value>("jobs", b"job-1", &bytes).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("jobs") && msg.contains("job-1") && msg.contains("checksum"), "{msg}");
+        assert!(
+            msg.contains("jobs") && msg.contains("job-1") && msg.contains("checksum"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn unknown_version_and_short_records_are_errors() {
         let mut bytes = encode(&1u32);
         bytes[0] = 9;
-        assert!(decode::<u32>("t", &[0xff], &bytes).unwrap_err().to_string().contains("version 9"));
-        assert!(decode::<u32>("t", &[0xff], &[1, 2]).unwrap_err().to_string().contains("0xff"));
+        assert!(
+            decode::<u32>("t", &[0xff], &bytes)
+                .unwrap_err()
+                .to_string()
+                .contains("version 9")
+        );
+        assert!(
+            decode::<u32>("t", &[0xff], &[1, 2])
+                .unwrap_err()
+                .to_string()
+                .contains("0xff")
+        );
     }
 }

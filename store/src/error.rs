@@ -6,12 +6,18 @@ use crate::ids::JobId;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("the data directory {path} is in use by another rauskuclaw process; stop it or use --data-dir")]
+    #[error(
+        "the data directory {path} is in use by another rauskuclaw process; stop it or use --data-dir"
+    )]
     Locked { path: PathBuf },
     #[error("storage error: {0}")]
     Io(String),
     #[error("corrupt record in tree `{tree}` at key {key}: {reason}")]
-    Corrupt { tree: String, key: String, reason: String },
+    Corrupt {
+        tree: String,
+        key: String,
+        reason: String,
+    },
     #[error("job {0} not found")]
     JobNotFound(JobId),
     #[error("the store is shut down")]

@@ -35,7 +35,11 @@ pub struct NewEvent {
 
 impl NewEvent {
     pub fn new(stream: impl Into<String>, kind: impl Into<String>, data: Value) -> Self {
-        NewEvent { stream: stream.into(), kind: kind.into(), data }
+        NewEvent {
+            stream: stream.into(),
+            kind: kind.into(),
+            data,
+        }
     }
 }
 

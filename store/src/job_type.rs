@@ -17,7 +17,11 @@ pub struct JobDefaults {
 
 impl Default for JobDefaults {
     fn default() -> Self {
-        JobDefaults { max_attempts: 3, timeout_ms: 30_000, concurrency: None }
+        JobDefaults {
+            max_attempts: 3,
+            timeout_ms: 30_000,
+            concurrency: None,
+        }
     }
 }
 

@@ -12,7 +12,19 @@ use crate::ids::KeyId;
 use crate::time::Timestamp;
 
 /// What a key may do. Each scope includes the ones below it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// `GET` routes.
@@ -46,7 +58,9 @@ impl std::str::FromStr for Scope {
             "read" => Ok(Scope::Read),
             "operator" => Ok(Scope::Operator),
             "admin" => Ok(Scope::Admin),
-            other => Err(format!("unknown scope `{other}`; expected read, operator or admin")),
+            other => Err(format!(
+                "unknown scope `{other}`; expected read, operator or admin"
+            )),
         }
     }
 }
@@ -91,7 +105,10 @@ pub fn hash_secret(secret: &str) -> [u8; 32] {
 
 /// Compares two digests without an early exit.
 pub fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// A new random key: the stored record and the full secret to show once.

@@ -102,7 +102,11 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        StoreConfig { path: path.into(), cache_bytes: 256 << 20, bus_capacity: 8192 }
+        StoreConfig {
+            path: path.into(),
+            cache_bytes: 256 << 20,
+            bus_capacity: 8192,
+        }
     }
 }
 
@@ -133,7 +137,9 @@ pub enum CreateOutcome {
     /// The same idempotency key and body were seen before: here is that job.
     Replayed(Job),
     /// The same idempotency key came with another body.
-    Conflict { job_id: JobId },
+    Conflict {
+        job_id: JobId,
+    },
 }
 
 /// Filters of [`Store::list_jobs`].
@@ -188,19 +194,28 @@ impl Store {
     /// Opens (or creates) the store in `config.path`.
     pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
         std::fs::create_dir_all(&config.path).map_err(|e| {
-            StoreError::Io(format!("cannot create data directory {}: {e}", config.path.display()))
+            StoreError::Io(format!(
+                "cannot create data directory {}: {e}",
+                config.path.display()
+            ))
         })?;
         let db = sled::Config::new()
             .path(&config.path)
             .cache_capacity(config.cache_bytes)
             .open()
             .map_err(|e| match e {
-                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock
-                    || io.to_string().contains("lock") =>
+                sled::Error::Io(ref io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
                 {
-                    StoreError::Locked { path: config.path.clone() }
+                    StoreError::Locked {
+                        path: config.path.clone(),
+                    }
                 }
-                other => StoreError::Io(format!("cannot open store at {}: {other}", config.path.display())),
+                other => StoreError::Io(format!(
+                    "cannot open store at {}: {other}",
+                    config.path.display()
+                )),
             })?;
         let trees = Tree::ALL
             .iter()
@@ -232,7 +247,10 @@ impl Store {
                 db,
                 trees,
                 path: config.path,
-                writer: Mutex::new(WriterState { next_global, heads: HashMap::new() }),
+                writer: Mutex::new(WriterState {
+                    next_global,
+                    heads: HashMap::new(),
+                }),
                 commit,
                 committer_thread: Mutex::new(Some(thread)),
                 bus,
@@ -260,7 +278,12 @@ impl Store {
         E: From<StoreError>,
     {
         let mut writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let mut tx = WriteTx { store: self, ops: Vec::new(), events: Vec::new(), jobs: HashMap::new() };
+        let mut tx = WriteTx {
+            store: self,
+            ops: Vec::new(),
+            events: Vec::new(),
+            jobs: HashMap::new(),
+        };
         let out = f(&mut tx)?;
         let events = tx.commit(&mut writer)?;
         if !events.is_empty() {
@@ -287,7 +310,13 @@ impl Store {
     /// by an explicit flush; call this at shutdown.
     pub fn close(&self) -> Result<(), StoreError> {
         self.inner.commit.close();
-        if let Some(h) = self.inner.committer_thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(h) = self
+            .inner
+            .committer_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             let _ = h.join();
         }
         self.flush_blocking()
@@ -315,7 +344,11 @@ impl Store {
 
     /// Creates a job, honouring an idempotency key atomically: of many concurrent requests with
     /// one key, exactly one creates the job.
-    pub fn create_job(&self, job: Job, idem: Option<IdempotencyScope>) -> Result<CreateOutcome, StoreError> {
+    pub fn create_job(
+        &self,
+        job: Job,
+        idem: Option<IdempotencyScope>,
+    ) -> Result<CreateOutcome, StoreError> {
         self.write(|tx| {
             if let Some(idem) = &idem {
                 let key = idem_key(&idem.scope, &idem.key);
@@ -337,7 +370,11 @@ impl Store {
                 };
                 tx.put(Tree::Idempotency, key, &rec);
             }
-            tx.append(NewEvent::new(job.stream(), "job.queued", job_event_data(&job)));
+            tx.append(NewEvent::new(
+                job.stream(),
+                "job.queued",
+                job_event_data(&job),
+            ));
             tx.put_job(job.clone())?;
             Ok(CreateOutcome::Created(job))
         })
@@ -353,16 +390,24 @@ impl Store {
                 stale.push(k);
             }
         }
-        let n = stale.len();
-        if n > 0 {
-            self.write(|tx| {
-                for k in stale {
-                    tx.remove(Tree::Idempotency, k.to_vec());
-                }
-                Ok::<_, StoreError>(())
-            })?;
+        if stale.is_empty() {
+            return Ok(0);
         }
-        Ok(n)
+        // Checked again under the writer lock: a key found stale above may have been taken by
+        // a new job since (an expired key is reused), and that record must stay.
+        self.write(|tx| {
+            let mut n = 0;
+            for k in stale {
+                let still_stale = tx
+                    .get::<IdempotencyRecord>(Tree::Idempotency, &k)?
+                    .is_some_and(|rec| rec.created_at < cutoff);
+                if still_stale {
+                    tx.remove(Tree::Idempotency, k.to_vec());
+                    n += 1;
+                }
+            }
+            Ok::<_, StoreError>(n)
+        })
     }
 
     /// Jobs newest first, filtered. The cursor of the next page is the last job's id.
@@ -372,12 +417,19 @@ impl Store {
         let matches = |job: &Job| {
             filter.state.is_none_or(|s| job.state == s)
                 && filter.job_type.as_deref().is_none_or(|t| job.job_type == t)
-                && filter.session_id.as_deref().is_none_or(|s| job.session_id.as_deref() == Some(s))
+                && filter
+                    .session_id
+                    .as_deref()
+                    .is_none_or(|s| job.session_id.as_deref() == Some(s))
         };
         let mut out = Vec::new();
         // Active states are few: walk their index instead of every job.
         let active_only = filter.state.is_some_and(|s| !s.is_terminal());
-        let source = if active_only { Tree::JobsActive } else { Tree::Jobs };
+        let source = if active_only {
+            Tree::JobsActive
+        } else {
+            Tree::Jobs
+        };
         let range = match &upper {
             Some(u) => self.tree(source).range(..u.clone()),
             None => self.tree(source).iter(),
@@ -426,7 +478,12 @@ impl Store {
     }
 
     /// The log lines of a job after `after` (an event seq on its stream).
-    pub fn job_logs(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<LogLine>, StoreError> {
+    pub fn job_logs(
+        &self,
+        id: JobId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LogLine>, StoreError> {
         let filter = StreamFilter::Stream(job_stream(id));
         let mut out = Vec::new();
         let mut cursor = after;
@@ -443,7 +500,12 @@ impl Store {
     // ----- events -----
 
     /// Durable events after `after` (exclusive), in order, at most `limit`.
-    pub fn events_after(&self, filter: &StreamFilter, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    pub fn events_after(
+        &self,
+        filter: &StreamFilter,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
         let horizon = self.inner.bus.durable_horizon();
         let mut out = Vec::new();
         match filter {
@@ -487,10 +549,12 @@ impl Store {
     pub fn stream_head(&self, stream: &str) -> Result<u64, StoreError> {
         let prefix = stream_key(stream, 0);
         let prefix = &prefix[..prefix.len() - 8];
-        Ok(match self.tree(Tree::Streams).scan_prefix(prefix).next_back() {
-            Some(item) => be_u64(&item?.0[prefix.len()..]),
-            None => 0,
-        })
+        Ok(
+            match self.tree(Tree::Streams).scan_prefix(prefix).next_back() {
+                Some(item) => be_u64(&item?.0[prefix.len()..]),
+                None => 0,
+            },
+        )
     }
 
     // ----- job types, keys, generic records -----
@@ -518,7 +582,11 @@ impl Store {
     }
 
     /// Reads one record.
-    pub fn get<T: DeserializeOwned>(&self, tree: Tree, key: &[u8]) -> Result<Option<T>, StoreError> {
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
         match self.tree(tree).get(key)? {
             Some(v) => decode(tree.name(), key, &v).map(Some),
             None => Ok(None),
@@ -540,7 +608,12 @@ impl Store {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.commit.close();
-        if let Some(h) = self.committer_thread.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(h) = self
+            .committer_thread
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             let _ = h.join();
         }
     }
@@ -610,7 +683,11 @@ impl WriteTx<'_> {
         self.ops.push(Op::Remove(tree, key));
     }
 
-    pub fn get<T: DeserializeOwned>(&self, tree: Tree, key: &[u8]) -> Result<Option<T>, StoreError> {
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
         self.store.get(tree, key)
     }
 
@@ -630,7 +707,11 @@ impl WriteTx<'_> {
                         self.ops.push(Op::Remove(Tree::JobsActive, key.clone()));
                     }
                 } else {
-                    self.ops.push(Op::Put(Tree::JobsActive, key.clone(), vec![job.state.to_byte()]));
+                    self.ops.push(Op::Put(
+                        Tree::JobsActive,
+                        key.clone(),
+                        vec![job.state.to_byte()],
+                    ));
                 }
             }
             self.ops.push(Op::Put(Tree::Jobs, key, encode(&job)));
@@ -642,7 +723,11 @@ impl WriteTx<'_> {
                 let now = store.inner.counts[st.index()].load(Ordering::Relaxed) as i64 + d;
                 let now = now.max(0) as u64;
                 new_counts.push((st, now));
-                self.ops.push(Op::Put(Tree::Meta, count_key(st), now.to_be_bytes().to_vec()));
+                self.ops.push(Op::Put(
+                    Tree::Meta,
+                    count_key(st),
+                    now.to_be_bytes().to_vec(),
+                ));
             }
         }
 
@@ -670,8 +755,16 @@ impl WriteTx<'_> {
                 kind: e.kind,
                 data: e.data,
             };
-            self.ops.push(Op::Put(Tree::Streams, stream_key(&event.stream, seq), global_seq.to_be_bytes().to_vec()));
-            self.ops.push(Op::Put(Tree::Events, global_seq.to_be_bytes().to_vec(), encode(&event)));
+            self.ops.push(Op::Put(
+                Tree::Streams,
+                stream_key(&event.stream, seq),
+                global_seq.to_be_bytes().to_vec(),
+            ));
+            self.ops.push(Op::Put(
+                Tree::Events,
+                global_seq.to_be_bytes().to_vec(),
+                encode(&event),
+            ));
             events.push(Arc::new(event));
         }
 
@@ -753,7 +846,11 @@ impl Committer {
                 while q.events.is_empty() && q.waiters.is_empty() && !q.closed {
                     q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
                 }
-                (std::mem::take(&mut q.events), std::mem::take(&mut q.waiters), q.closed)
+                (
+                    std::mem::take(&mut q.events),
+                    std::mem::take(&mut q.waiters),
+                    q.closed,
+                )
             };
             let result = db.flush().map(|_| ()).map_err(StoreError::from);
             if let Err(e) = &result {

@@ -40,7 +40,9 @@ impl Timestamp {
     pub fn parse(s: &str) -> Result<Self, String> {
         let t = humantime::parse_rfc3339_weak(s.trim_end_matches('Z').trim_end_matches('z'))
             .or_else(|_| humantime::parse_rfc3339(s))
-            .map_err(|e| format!("`{s}` is not an RFC 3339 time ({e}); use e.g. 2026-01-31T12:00:00Z"))?;
+            .map_err(|e| {
+                format!("`{s}` is not an RFC 3339 time ({e}); use e.g. 2026-01-31T12:00:00Z")
+            })?;
         let ms = t
             .duration_since(UNIX_EPOCH)
             .map_err(|_| format!("`{s}` is before 1970"))?
