@@ -509,11 +509,7 @@ impl JobSupervisorState {
                 });
                 job.started_at.get_or_insert(now);
                 job.updated_at = now;
-                tx.append(NewEvent::new(
-                    job.stream(),
-                    "job.started",
-                    store::store::job_event_data(&job),
-                ));
+                tx.append(job_event(&job, "job.started"));
                 metrics::histogram!("rausku_job_queue_lag_seconds")
                     .record(job.run_at.until(now).as_secs_f64());
                 tx.put_job(job.clone())?;
@@ -649,7 +645,7 @@ impl JobSupervisorState {
                         job.output = Some(output.clone());
                         job.error = None;
                         job.finished_at = Some(now);
-                        tx.append(NewEvent::new(job.stream(), "job.succeeded", store::store::job_event_data(&job)));
+                        tx.append(job_event(&job, "job.succeeded"));
                         tx.put_job(job.clone())?;
                         changed.push(Change::Done(job, Outcome::Succeeded));
                         continue;
@@ -673,7 +669,7 @@ impl JobSupervisorState {
                         "attempt {} of {} failed: {error}; retrying in {} ms",
                         job.attempt, job.max_attempts, delay.as_millis()
                     )));
-                    tx.append(NewEvent::new(job.stream(), "job.retrying", store::store::job_event_data(&job)));
+                    tx.append(job_event(&job, "job.retrying"));
                     tx.put_job(job.clone())?;
                     changed.push(Change::Retrying(job, kind));
                 } else {
@@ -684,7 +680,7 @@ impl JobSupervisorState {
                         "attempt {} of {} failed: {error}; {why}, the job is dead-lettered",
                         job.attempt, job.max_attempts
                     )));
-                    tx.append(NewEvent::new(job.stream(), "job.failed", store::store::job_event_data(&job)));
+                    tx.append(job_event(&job, "job.failed"));
                     tx.put_job(job.clone())?;
                     changed.push(Change::Done(job, kind));
                 }
@@ -784,11 +780,7 @@ impl JobSupervisorState {
                     format!("attempt {} was stopped by cancel", job.attempt),
                 ));
             }
-            tx.append(NewEvent::new(
-                job.stream(),
-                "job.cancelled",
-                store::store::job_event_data(&job),
-            ));
+            tx.append(job_event(&job, "job.cancelled"));
             tx.put_job(job.clone())?;
             if job.callback_url.is_some() {
                 crate::callbacks::stage_delivery(tx, &job);
@@ -832,11 +824,7 @@ impl JobSupervisorState {
                 LogLevel::Info,
                 "re-queued by hand with fresh attempts".into(),
             ));
-            tx.append(NewEvent::new(
-                job.stream(),
-                "job.queued",
-                store::store::job_event_data(&job),
-            ));
+            tx.append(job_event(&job, "job.queued"));
             tx.put_job(job.clone())?;
             Ok(job)
         })?;
@@ -866,7 +854,7 @@ impl JobSupervisorState {
                 tx.append(log_event(&job, LogLevel::Warn, format!(
                     "attempt {interrupted} was stopped by shutdown; the job runs again at the next start"
                 )));
-                tx.append(NewEvent::new(job.stream(), "job.interrupted", store::store::job_event_data(&job)));
+                tx.append(job_event(&job, "job.interrupted"));
                 tx.put_job(job)?;
             }
             Ok::<_, StoreError>(())
@@ -921,6 +909,11 @@ enum Outcome {
     Failed,
     TimedOut,
     Panicked,
+}
+
+/// A `job.*` state event: its data is the job as it is after the change.
+fn job_event(job: &Job, kind: &str) -> NewEvent {
+    NewEvent::new(job.stream(), kind, store::store::job_event_data(job))
 }
 
 /// A `job.log` event.

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, OriginalUri, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,14 +21,25 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 << 10;
 
 pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
-        .route("/jobs", post(api::jobs::create).layer(DefaultBodyLimit::max(JOB_BODY_LIMIT)).get(api::jobs::list))
+        .route(
+            "/jobs",
+            post(api::jobs::create)
+                .layer(DefaultBodyLimit::max(JOB_BODY_LIMIT))
+                .get(api::jobs::list),
+        )
         .route("/jobs/{id}", get(api::jobs::get_one))
         .route("/jobs/{id}/cancel", post(api::jobs::cancel))
         .route("/jobs/{id}/retry", post(api::jobs::retry))
         .route("/jobs/{id}/logs", get(api::jobs::logs))
         .route("/jobs/{id}/stream", get(api::jobs::stream))
-        .route("/job-types", get(api::job_types::list).post(api::job_types::create))
-        .route("/job-types/{name}", get(api::job_types::get_one).patch(api::job_types::patch))
+        .route(
+            "/job-types",
+            get(api::job_types::list).post(api::job_types::create),
+        )
+        .route(
+            "/job-types/{name}",
+            get(api::job_types::get_one).patch(api::job_types::patch),
+        )
         .route("/keys", get(api::keys::list).post(api::keys::create))
         .route("/keys/{id}", axum::routing::delete(api::keys::revoke))
         .route("/events", get(api::events::list))
@@ -49,7 +60,9 @@ pub fn app(state: AppState) -> Router {
 
 /// The scope a request needs: admin for configuration, operator for other changes, read for GET.
 fn required_scope(method: &Method, path: &str) -> Scope {
-    let admin_area = ["/v1/job-types", "/v1/keys", "/v1/runtime"].iter().any(|p| path.starts_with(p));
+    let admin_area = ["/v1/job-types", "/v1/keys", "/v1/runtime"]
+        .iter()
+        .any(|p| path.starts_with(p));
     match *method {
         Method::GET | Method::HEAD if path.starts_with("/v1/keys") => Scope::Admin,
         Method::GET | Method::HEAD => Scope::Read,
@@ -64,23 +77,38 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim);
     let Some(presented) = presented else {
-        return ApiError::unauthorized("an API key is required: send `Authorization: Bearer <key>` or `X-API-Key`")
-            .into_response();
+        return ApiError::unauthorized(
+            "an API key is required: send `Authorization: Bearer <key>` or `X-API-Key`",
+        )
+        .into_response();
     };
     let Some(principal) = state.keys.authenticate(presented) else {
-        return ApiError::unauthorized("the API key is not valid (unknown, revoked, or mistyped)").into_response();
+        return ApiError::unauthorized("the API key is not valid (unknown, revoked, or mistyped)")
+            .into_response();
     };
-    let path = req.uri().path().to_string();
+    // Inside the `/v1` nest the request's URI has the prefix stripped; the scope table (and the
+    // message) use the full path.
+    let path = req
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or_else(|| req.uri().path().to_string(), |u| u.path().to_string());
     let needed = required_scope(req.method(), &path);
     if principal.scope < needed {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!("this key has scope `{}`; {} {path} needs `{needed}`", principal.scope, req.method()),
+            format!(
+                "this key has scope `{}`; {} {path} needs `{needed}`",
+                principal.scope,
+                req.method()
+            ),
         )
         .with_details(serde_json::json!({ "scope": principal.scope, "required": needed }))
         .into_response();
@@ -118,7 +146,11 @@ async fn record_http_metrics(req: Request, next: Next) -> Response {
 }
 
 async fn not_found(req: Request) -> ApiError {
-    ApiError::not_found(format!("no route for {} {}; see GET /v1/openapi.json", req.method(), req.uri().path()))
+    ApiError::not_found(format!(
+        "no route for {} {}; see GET /v1/openapi.json",
+        req.method(),
+        req.uri().path()
+    ))
 }
 
 async fn method_not_allowed(req: Request) -> ApiError {

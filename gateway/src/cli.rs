@@ -11,7 +11,11 @@ use crate::config::{Config, RawConfig, process_env};
 use crate::server::Gateway;
 
 #[derive(Parser)]
-#[command(name = "rauskuclaw", version, about = "Self-hosted orchestration gateway: durable jobs, skills, events")]
+#[command(
+    name = "rauskuclaw",
+    version,
+    about = "Self-hosted orchestration gateway: durable jobs, skills, events"
+)]
 pub struct Cli {
     /// A TOML configuration file (default: ./rauskuclaw.toml if present).
     #[arg(long, global = true)]
@@ -70,7 +74,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { listen } => listen.clone(),
         Command::Keys { .. } => None,
     };
-    let flags = RawConfig { listen, data_dir: cli.data_dir, ..RawConfig::default() };
+    let flags = RawConfig {
+        listen,
+        data_dir: cli.data_dir,
+        ..RawConfig::default()
+    };
     let (config, warnings) = Config::load(cli.config.as_deref(), process_env(), flags)?;
     match cli.command {
         Command::Serve { .. } => {
@@ -95,14 +103,26 @@ fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Create { name, scope } => {
             let (key, secret) = keys.create(&name, scope)?;
-            println!("created key {} ({}, scope {}); it is shown only now:", key.id, key.name, key.scope);
+            println!(
+                "created key {} ({}, scope {}); it is shown only now:",
+                key.id, key.name, key.scope
+            );
             println!("{secret}");
         }
         KeysCommand::List => {
             println!("{:<38} {:<9} {:<26} NAME", "ID", "SCOPE", "REVOKED");
             for k in keys.list() {
-                let revoked = k.revoked_at.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
-                println!("{:<38} {:<9} {:<26} {}", k.id.to_string(), k.scope.as_str(), revoked, k.name);
+                let revoked = k
+                    .revoked_at
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<38} {:<9} {:<26} {}",
+                    k.id.to_string(),
+                    k.scope.as_str(),
+                    revoked,
+                    k.name
+                );
             }
         }
         KeysCommand::Revoke { id } => {
@@ -119,5 +139,8 @@ fn init_tracing(filter: &str) {
         eprintln!("rauskuclaw: RAUSKU_LOG={filter:?} is not a valid filter ({e}); using `info`");
         tracing_subscriber::EnvFilter::new("info")
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }

@@ -75,16 +75,22 @@ enum Kind {
 impl RawConfig {
     /// Reads a TOML file.
     pub fn from_file(path: &Path) -> anyhow::Result<RawConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("invalid configuration in {}", path.display()))
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("invalid configuration in {}", path.display()))
     }
 
     /// Reads `RAUSKU_*` variables from `vars`. Returns the layer and warnings about unknown names.
-    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<(RawConfig, Vec<String>)> {
+    pub fn from_env(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<(RawConfig, Vec<String>)> {
         let mut table = toml::Table::new();
         let mut warnings = Vec::new();
         for (name, value) in vars {
-            let Some(key) = name.strip_prefix("RAUSKU_") else { continue };
+            let Some(key) = name.strip_prefix("RAUSKU_") else {
+                continue;
+            };
             let Some((_, kind)) = ENV_KEYS.iter().find(|(k, _)| *k == key) else {
                 warnings.push(format!("unknown environment variable {name} is ignored"));
                 continue;
@@ -105,12 +111,16 @@ impl RawConfig {
                     other => bail!("{name}={other:?} is not a boolean; use true or false"),
                 },
                 Kind::Int => toml::Value::Integer(
-                    value.trim().parse().with_context(|| format!("{name}={value:?} is not a whole number"))?,
+                    value
+                        .trim()
+                        .parse()
+                        .with_context(|| format!("{name}={value:?} is not a whole number"))?,
                 ),
             };
             table.insert(key.to_ascii_lowercase(), v);
         }
-        let raw = RawConfig::deserialize(toml::Value::Table(table)).context("invalid RAUSKU_* environment")?;
+        let raw = RawConfig::deserialize(toml::Value::Table(table))
+            .context("invalid RAUSKU_* environment")?;
         Ok((raw, warnings))
     }
 
@@ -120,10 +130,26 @@ impl RawConfig {
             ($($f:ident),*) => { RawConfig { $($f: other.$f.or(self.$f)),* } };
         }
         pick!(
-            listen, data_dir, api_key, callback_allowlist, callback_allow_private, callback_secret,
-            http_allowlist, log, max_concurrency, retry_base_ms, idempotency_retention_hours,
-            rate_limit_per_sec, rate_limit_burst, shutdown_grace_secs, github_webhook_secret,
-            github_token, github_api_url, skills_dir, playbooks_dir, shell_allow
+            listen,
+            data_dir,
+            api_key,
+            callback_allowlist,
+            callback_allow_private,
+            callback_secret,
+            http_allowlist,
+            log,
+            max_concurrency,
+            retry_base_ms,
+            idempotency_retention_hours,
+            rate_limit_per_sec,
+            rate_limit_burst,
+            shutdown_grace_secs,
+            github_webhook_secret,
+            github_token,
+            github_api_url,
+            skills_dir,
+            playbooks_dir,
+            shell_allow
         )
     }
 }
@@ -158,9 +184,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
 impl Config {
     pub fn from_raw(raw: RawConfig) -> anyhow::Result<Config> {
         let listen_text = raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-        let listen: SocketAddr = listen_text
-            .parse()
-            .with_context(|| format!("listen address {listen_text:?} is not host:port, e.g. 127.0.0.1:8787"))?;
+        let listen: SocketAddr = listen_text.parse().with_context(|| {
+            format!("listen address {listen_text:?} is not host:port, e.g. 127.0.0.1:8787")
+        })?;
         let positive = |name: &str, v: Option<u64>, default: u64| -> anyhow::Result<u64> {
             match v {
                 Some(0) => bail!("{name} must be greater than 0"),
@@ -169,13 +195,23 @@ impl Config {
             }
         };
         let lower = |v: Option<Vec<String>>| -> Vec<String> {
-            v.unwrap_or_default().into_iter().map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect()
+            v.unwrap_or_default()
+                .into_iter()
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect()
         };
-        let github_api_url = raw.github_api_url.unwrap_or_else(|| "https://api.github.com".to_string());
+        let github_api_url = raw
+            .github_api_url
+            .unwrap_or_else(|| "https://api.github.com".to_string());
         if !github_api_url.starts_with("http://") && !github_api_url.starts_with("https://") {
             bail!("github_api_url {github_api_url:?} must start with http:// or https://");
         }
-        let rate = positive("rate_limit_per_sec", raw.rate_limit_per_sec.map(u64::from), 100)? as u32;
+        let rate = positive(
+            "rate_limit_per_sec",
+            raw.rate_limit_per_sec.map(u64::from),
+            100,
+        )? as u32;
         Ok(Config {
             listen,
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("data")),
@@ -185,14 +221,22 @@ impl Config {
             callback_secret: raw.callback_secret.filter(|s| !s.is_empty()),
             http_allowlist: lower(raw.http_allowlist),
             log: raw.log.unwrap_or_else(|| "info".to_string()),
-            max_concurrency: positive("max_concurrency", raw.max_concurrency.map(u64::from), 64)? as u32,
+            max_concurrency: positive("max_concurrency", raw.max_concurrency.map(u64::from), 64)?
+                as u32,
             retry_base: Duration::from_millis(positive("retry_base_ms", raw.retry_base_ms, 500)?),
             idempotency_retention: Duration::from_secs(
-                3600 * positive("idempotency_retention_hours", raw.idempotency_retention_hours, 24)?,
+                3600 * positive(
+                    "idempotency_retention_hours",
+                    raw.idempotency_retention_hours,
+                    24,
+                )?,
             ),
             rate_limit_per_sec: rate,
-            rate_limit_burst: positive("rate_limit_burst", raw.rate_limit_burst.map(u64::from), u64::from(rate) * 2)?
-                as u32,
+            rate_limit_burst: positive(
+                "rate_limit_burst",
+                raw.rate_limit_burst.map(u64::from),
+                u64::from(rate) * 2,
+            )? as u32,
             shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(10)),
             github_webhook_secret: raw.github_webhook_secret.filter(|s| !s.is_empty()),
             github_token: raw.github_token.filter(|s| !s.is_empty()),
@@ -270,7 +314,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -284,9 +331,13 @@ mod tests {
 
     #[test]
     fn flags_win_over_env_over_file() {
-        let file: RawConfig = toml::from_str("listen = \"127.0.0.1:1\"\nmax_concurrency = 5").unwrap();
+        let file: RawConfig =
+            toml::from_str("listen = \"127.0.0.1:1\"\nmax_concurrency = 5").unwrap();
         let (env_layer, _) = RawConfig::from_env(env(&[("RAUSKU_LISTEN", "127.0.0.1:2")])).unwrap();
-        let flags = RawConfig { listen: Some("127.0.0.1:3".into()), ..Default::default() };
+        let flags = RawConfig {
+            listen: Some("127.0.0.1:3".into()),
+            ..Default::default()
+        };
         let c = Config::from_raw(file.clone().overlay(env_layer.clone()).overlay(flags)).unwrap();
         assert_eq!(c.listen.port(), 3);
         assert_eq!(c.max_concurrency, 5);
@@ -312,13 +363,22 @@ mod tests {
 
     #[test]
     fn bad_values_say_what_to_fix() {
-        let err = RawConfig::from_env(env(&[("RAUSKU_CALLBACK_ALLOW_PRIVATE", "maybe")])).unwrap_err();
+        let err =
+            RawConfig::from_env(env(&[("RAUSKU_CALLBACK_ALLOW_PRIVATE", "maybe")])).unwrap_err();
         assert!(err.to_string().contains("true or false"), "{err}");
-        let err = Config::from_raw(RawConfig { listen: Some("localhost".into()), ..Default::default() }).unwrap_err();
+        let err = Config::from_raw(RawConfig {
+            listen: Some("localhost".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("host:port"), "{err}");
         let err = toml::from_str::<RawConfig>("lisen = \"x\"").unwrap_err();
         assert!(err.to_string().contains("lisen"), "{err}");
-        let err = Config::from_raw(RawConfig { max_concurrency: Some(0), ..Default::default() }).unwrap_err();
+        let err = Config::from_raw(RawConfig {
+            max_concurrency: Some(0),
+            ..Default::default()
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("max_concurrency"), "{err}");
     }
 }

@@ -21,7 +21,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), details: json!({}), retry_after: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: json!({}),
+            retry_after: None,
+        }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -31,7 +37,8 @@ impl ApiError {
 
     /// 400 naming the field to fix.
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", message).with_details(json!({ "field": field }))
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+            .with_details(json!({ "field": field }))
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -67,7 +74,8 @@ impl IntoResponse for ApiError {
         });
         let mut resp = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }
@@ -76,7 +84,9 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Closed => ApiError::unavailable("the gateway is shutting down; retry shortly"),
+            StoreError::Closed => {
+                ApiError::unavailable("the gateway is shutting down; retry shortly")
+            }
             StoreError::JobNotFound(id) => ApiError::not_found(format!("job {id} not found")),
             StoreError::Io(_) | StoreError::Locked { .. } => {
                 tracing::error!(error = %e, "store unavailable");
@@ -91,10 +101,14 @@ impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         let msg = e.to_string();
         match e {
-            RegistryError::Exists(name) => ApiError::new(StatusCode::CONFLICT, "already_exists", msg)
-                .with_details(json!({ "name": name })),
+            RegistryError::Exists(name) => {
+                ApiError::new(StatusCode::CONFLICT, "already_exists", msg)
+                    .with_details(json!({ "name": name }))
+            }
             RegistryError::NotFound(_) => ApiError::not_found(msg),
-            RegistryError::UnknownType { .. } | RegistryError::Disabled(_) => ApiError::invalid("type", msg),
+            RegistryError::UnknownType { .. } | RegistryError::Disabled(_) => {
+                ApiError::invalid("type", msg)
+            }
             RegistryError::UnknownHandler { .. } => ApiError::invalid("handler", msg),
             RegistryError::Invalid { field, message } => ApiError::invalid(&field, message),
             RegistryError::Input(input) => ApiError::invalid(&input.field, input.message),
@@ -110,10 +124,14 @@ impl From<JobError> for ApiError {
             JobError::Invalid { field, message } => ApiError::invalid(&field, message),
             JobError::Registry(e) => e.into(),
             JobError::NotFound(_) => ApiError::not_found(msg),
-            JobError::InvalidState { id, state, .. } => ApiError::new(StatusCode::CONFLICT, "invalid_state", msg)
-                .with_details(json!({ "id": id, "state": state })),
+            JobError::InvalidState { id, state, .. } => {
+                ApiError::new(StatusCode::CONFLICT, "invalid_state", msg)
+                    .with_details(json!({ "id": id, "state": state }))
+            }
             JobError::Store(e) => e.into(),
-            JobError::Unavailable => ApiError::unavailable("the job runtime is not running; retry shortly"),
+            JobError::Unavailable => {
+                ApiError::unavailable("the job runtime is not running; retry shortly")
+            }
         }
     }
 }

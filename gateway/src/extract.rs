@@ -40,14 +40,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
         }
         let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
         let raw: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not valid JSON: {e}"))
-                .with_details(json!({ "line": e.line(), "column": e.column() }))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the body is not valid JSON: {e}"),
+            )
+            .with_details(json!({ "line": e.line(), "column": e.column() }))
         })?;
         let value = serde_path_to_error::deserialize(&raw).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
             let field = missing_field(&inner)
-                .map(|f| if path == "." { f.to_string() } else { format!("{path}.{f}") })
+                .map(|f| {
+                    if path == "." {
+                        f.to_string()
+                    } else {
+                        format!("{path}.{f}")
+                    }
+                })
                 .unwrap_or(path);
             ApiError::invalid(&field, format!("{field}: {inner}"))
         })?;
@@ -63,9 +73,17 @@ fn missing_field(msg: &str) -> Option<&str> {
 fn body_error(rej: BytesRejection) -> ApiError {
     let status = rej.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is larger than this route accepts")
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the body is larger than this route accepts",
+        )
     } else {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("cannot read the body: {rej}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("cannot read the body: {rej}"),
+        )
     }
 }
 
@@ -75,11 +93,16 @@ pub struct Path<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| Path(p.0))
-            .map_err(|e: PathRejection| ApiError::invalid("path", format!("invalid path parameter: {}", e.body_text())))
+            .map_err(|e: PathRejection| {
+                ApiError::invalid("path", format!("invalid path parameter: {}", e.body_text()))
+            })
     }
 }
 
@@ -89,11 +112,16 @@ pub struct Query<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Query(q.0))
-            .map_err(|e: QueryRejection| ApiError::invalid("query", format!("invalid query: {}", e.body_text())))
+            .map_err(|e: QueryRejection| {
+                ApiError::invalid("query", format!("invalid query: {}", e.body_text()))
+            })
     }
 }
 

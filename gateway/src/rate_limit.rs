@@ -17,15 +17,21 @@ impl RateLimits {
     pub fn new(per_sec: u32, burst: u32) -> Self {
         let per_sec = NonZeroU32::new(per_sec).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
-        RateLimits { per_key: Arc::new(RateLimiter::keyed(Quota::per_second(per_sec).allow_burst(burst))) }
+        RateLimits {
+            per_key: Arc::new(RateLimiter::keyed(
+                Quota::per_second(per_sec).allow_burst(burst),
+            )),
+        }
     }
 
     /// `Err(seconds to wait)` if `key` is over its limit.
     pub fn check_key(&self, key: &str) -> Result<(), u64> {
-        self.per_key.check_key(&key.to_string()).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
-        })
+        self.per_key
+            .check_key(&key.to_string())
+            .map_err(|not_until| {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+            })
     }
 
     /// Forgets callers that have been quiet, so the maps do not grow without bound.

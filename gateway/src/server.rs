@@ -34,18 +34,27 @@ impl Gateway {
         let store = Store::open(StoreConfig::new(&config.data_dir))
             .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
         let handlers = builtin_handlers(&BuiltinConfig {
-            http: NetPolicy { allowlist: config.http_allowlist.clone(), allow_private: config.callback_allow_private },
+            http: NetPolicy {
+                allowlist: config.http_allowlist.clone(),
+                allow_private: config.callback_allow_private,
+            },
             ..BuiltinConfig::default()
         });
         let registry = Registry::open(store.clone(), handlers).context("cannot load job types")?;
         let secret = callback_secret(&config)?;
         let callbacks = CallbackConfig::new(
-            NetPolicy { allowlist: config.callback_allowlist.clone(), allow_private: config.callback_allow_private },
+            NetPolicy {
+                allowlist: config.callback_allowlist.clone(),
+                allow_private: config.callback_allow_private,
+            },
             secret,
         );
         let runtime_config = RuntimeConfig {
             max_concurrency: config.max_concurrency,
-            backoff: Backoff { base: config.retry_base, ..Backoff::default() },
+            backoff: Backoff {
+                base: config.retry_base,
+                ..Backoff::default()
+            },
             ..RuntimeConfig::default()
         };
         let runtime = Arc::new(
@@ -53,7 +62,8 @@ impl Gateway {
                 .await
                 .context("cannot start the job runtime")?,
         );
-        let keys = ApiKeys::load(store.clone(), config.api_key.as_deref()).context("cannot load API keys")?;
+        let keys = ApiKeys::load(store.clone(), config.api_key.as_deref())
+            .context("cannot load API keys")?;
         if !keys.any_active() {
             bootstrap_admin_key(&keys, &config.data_dir)?;
         }
@@ -79,28 +89,35 @@ impl Gateway {
             started: Instant::now(),
             shutdown: shutdown_rx,
         };
-        Ok(Gateway { state, runtime, shutdown })
+        Ok(Gateway {
+            state,
+            runtime,
+            shutdown,
+        })
     }
 
     /// Serves until SIGTERM/SIGINT, then drains and flushes.
     pub async fn serve(self) -> anyhow::Result<()> {
         let addr = self.state.config.listen;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}; is another process using it? pick one with --listen"))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr}; is another process using it? pick one with --listen")
+        })?;
         let local = listener.local_addr()?;
         info!(addr = %local, data_dir = %self.state.config.data_dir.display(), "rauskuclaw listening");
         println!("rauskuclaw listening on http://{local}");
         let janitor = tokio::spawn(janitor(self.state.clone()));
         let shutdown = self.shutdown.clone();
-        axum::serve(listener, app(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                wait_for_signal().await;
-                info!("shutdown requested; no new connections");
-                let _ = shutdown.send(true);
-            })
-            .await
-            .context("the HTTP server failed")?;
+        axum::serve(
+            listener,
+            app(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            wait_for_signal().await;
+            info!("shutdown requested; no new connections");
+            let _ = shutdown.send(true);
+        })
+        .await
+        .context("the HTTP server failed")?;
         janitor.abort();
         self.stop().await
     }
@@ -108,7 +125,9 @@ impl Gateway {
     /// Drains the runtime and flushes the store.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
-        self.runtime.shutdown(self.state.config.shutdown_grace).await;
+        self.runtime
+            .shutdown(self.state.config.shutdown_grace)
+            .await;
         self.state.store.close().context("final flush failed")?;
         info!("rauskuclaw stopped");
         Ok(())
@@ -121,9 +140,14 @@ async fn janitor(state: AppState) {
     loop {
         tick.tick().await;
         state.limits.retain_recent();
-        let cutoff = Timestamp::now().as_millis() - state.config.idempotency_retention.as_millis() as i64;
+        let cutoff =
+            Timestamp::now().as_millis() - state.config.idempotency_retention.as_millis() as i64;
         let store = state.store.clone();
-        match tokio::task::spawn_blocking(move || store.purge_idempotency(Timestamp::from_millis(cutoff))).await {
+        match tokio::task::spawn_blocking(move || {
+            store.purge_idempotency(Timestamp::from_millis(cutoff))
+        })
+        .await
+        {
             Ok(Ok(0)) | Err(_) => {}
             Ok(Ok(n)) => info!(purged = n, "forgot expired idempotency keys"),
             Ok(Err(e)) => warn!(error = %e, "purging idempotency keys failed"),
@@ -135,13 +159,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -167,10 +192,15 @@ fn callback_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
 }
 
 fn bootstrap_admin_key(keys: &ApiKeys, data_dir: &Path) -> anyhow::Result<()> {
-    let (_, secret) = keys.create("bootstrap-admin", Scope::Admin).context("cannot create the admin key")?;
+    let (_, secret) = keys
+        .create("bootstrap-admin", Scope::Admin)
+        .context("cannot create the admin key")?;
     let path = data_dir.join("admin.key");
     write_private(&path, &secret)?;
-    println!("rauskuclaw: created an admin API key (shown once, also saved to {}):", path.display());
+    println!(
+        "rauskuclaw: created an admin API key (shown once, also saved to {}):",
+        path.display()
+    );
     println!("  {secret}");
     Ok(())
 }
@@ -182,7 +212,9 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     writeln!(f, "{contents}").with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

@@ -29,13 +29,21 @@ pub struct EventList {
 
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery),
     responses((status = 200, body = EventList), (status = 400, body = crate::api::ErrorBody)))]
-pub async fn list(State(state): State<AppState>, Query(q): Query<EventsQuery>) -> Result<axum::Json<EventList>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<EventsQuery>,
+) -> Result<axum::Json<EventList>, ApiError> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("limit", "limit must be between 1 and 1000"));
+        return Err(ApiError::invalid(
+            "limit",
+            "limit must be between 1 and 1000",
+        ));
     }
     let after = q.after.unwrap_or(0);
-    let events = state.store.events_after(&StreamFilter::Global, after, limit)?;
+    let events = state
+        .store
+        .events_after(&StreamFilter::Global, after, limit)?;
     let next_after = events.last().map_or(after, |e| e.global_seq);
     Ok(axum::Json(EventList { events, next_after }))
 }
@@ -53,6 +61,7 @@ pub async fn stream(
         .or(q.after)
         .unwrap_or_else(|| state.store.bus().durable_horizon());
     let follower = Follower::new(&state.store, StreamFilter::Global, after);
-    let map: sse::Mapper = Box::new(|e| (Some(sse::json_event(&e.kind, Some(e.global_seq), e)), false));
+    let map: sse::Mapper =
+        Box::new(|e| (Some(sse::json_event(&e.kind, Some(e.global_seq), e)), false));
     Ok(sse::stream(None, follower, state.shutdown.clone(), map).into_response())
 }

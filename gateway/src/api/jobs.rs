@@ -8,7 +8,10 @@ use channels::Principal;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use store::{CreateOutcome, IdempotencyScope, Job, JobFilter, JobId, JobState, LogLine, StreamFilter, Timestamp};
+use store::{
+    CreateOutcome, IdempotencyScope, Job, JobFilter, JobId, JobState, LogLine, StreamFilter,
+    Timestamp,
+};
 
 use crate::api::sse;
 use crate::error::ApiError;
@@ -84,7 +87,12 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let idem = idempotency(&headers, &principal, &body.raw, &state)?;
     let req = body.value;
-    let run_at = req.run_at.as_deref().map(Timestamp::parse).transpose().map_err(|e| ApiError::invalid("run_at", e))?;
+    let run_at = req
+        .run_at
+        .as_deref()
+        .map(Timestamp::parse)
+        .transpose()
+        .map_err(|e| ApiError::invalid("run_at", e))?;
     let outcome = state.jobs.create(
         agentloop::CreateJob {
             job_type: req.job_type,
@@ -102,12 +110,21 @@ pub async fn create(
     state.store.durable().await?;
     Ok(match outcome {
         CreateOutcome::Created(job) => {
-            let location = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)).map_err(|e| ApiError::internal("location header", &e))?;
-            (StatusCode::CREATED, [(header::LOCATION, location)], axum::Json(job)).into_response()
+            let location = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id))
+                .map_err(|e| ApiError::internal("location header", &e))?;
+            (
+                StatusCode::CREATED,
+                [(header::LOCATION, location)],
+                axum::Json(job),
+            )
+                .into_response()
         }
-        CreateOutcome::Replayed(job) => {
-            (StatusCode::OK, [("idempotent-replayed", "true")], axum::Json(job)).into_response()
-        }
+        CreateOutcome::Replayed(job) => (
+            StatusCode::OK,
+            [("idempotent-replayed", "true")],
+            axum::Json(job),
+        )
+            .into_response(),
         CreateOutcome::Conflict { job_id } => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -125,13 +142,18 @@ fn idempotency(
     raw: &Value,
     state: &AppState,
 ) -> Result<Option<IdempotencyScope>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
     let key = value
         .to_str()
         .ok()
         .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
         .ok_or_else(|| {
-            ApiError::invalid("Idempotency-Key", format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"))
+            ApiError::invalid(
+                "Idempotency-Key",
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+            )
         })?;
     // serde_json's maps are sorted, so equal JSON bodies hash equally whatever their key order.
     let canonical = serde_json::to_vec(raw).unwrap_or_default();
@@ -145,41 +167,64 @@ fn idempotency(
 
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
     responses((status = 200, body = JobList), (status = 400, body = crate::api::ErrorBody)))]
-pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<axum::Json<JobList>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<axum::Json<JobList>, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
-        return Err(ApiError::invalid("limit", "limit must be between 1 and 500"));
+        return Err(ApiError::invalid(
+            "limit",
+            "limit must be between 1 and 500",
+        ));
     }
     let filter = JobFilter {
-        state: q.state.as_deref().map(str::parse::<JobState>).transpose().map_err(|e| ApiError::invalid("state", e))?,
+        state: q
+            .state
+            .as_deref()
+            .map(str::parse::<JobState>)
+            .transpose()
+            .map_err(|e| ApiError::invalid("state", e))?,
         job_type: q.job_type,
         session_id: q.session_id,
         before: q
             .cursor
             .as_deref()
-            .map(|c| c.parse::<JobId>().map_err(|_| ApiError::invalid("cursor", "not a cursor returned by this API")))
+            .map(|c| {
+                c.parse::<JobId>()
+                    .map_err(|_| ApiError::invalid("cursor", "not a cursor returned by this API"))
+            })
             .transpose()?,
         limit,
     };
     let jobs = state.jobs.list(&filter)?;
-    let next_cursor = (jobs.len() == limit).then(|| jobs.last().map(|j| j.id.to_string())).flatten();
+    let next_cursor = (jobs.len() == limit)
+        .then(|| jobs.last().map(|j| j.id.to_string()))
+        .flatten();
     Ok(axum::Json(JobList { jobs, next_cursor }))
 }
 
 fn parse_id(id: &str) -> Result<JobId, ApiError> {
-    id.parse().map_err(|_| ApiError::not_found(format!("job {id} not found (job ids are UUIDs)")))
+    id.parse()
+        .map_err(|_| ApiError::not_found(format!("job {id} not found (job ids are UUIDs)")))
 }
 
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)),
     responses((status = 200, body = Job), (status = 404, body = crate::api::ErrorBody)))]
-pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Job>, ApiError> {
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Job>, ApiError> {
     Ok(axum::Json(state.jobs.get(parse_id(&id)?)?))
 }
 
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path)),
     responses((status = 200, description = "cancelled; a running attempt was stopped", body = Job),
         (status = 404, body = crate::api::ErrorBody), (status = 409, description = "invalid_state: already finished", body = crate::api::ErrorBody)))]
-pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Job>, ApiError> {
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Job>, ApiError> {
     let job = state.jobs.cancel(parse_id(&id)?).await?;
     state.store.durable().await?;
     Ok(axum::Json(job))
@@ -188,7 +233,10 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Re
 #[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs", params(("id" = String, Path)),
     responses((status = 200, description = "re-queued with fresh attempts", body = Job),
         (status = 404, body = crate::api::ErrorBody), (status = 409, description = "invalid_state: not failed or cancelled", body = crate::api::ErrorBody)))]
-pub async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Job>, ApiError> {
+pub async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Job>, ApiError> {
     let job = state.jobs.retry(parse_id(&id)?).await?;
     state.store.durable().await?;
     Ok(axum::Json(job))
@@ -204,7 +252,9 @@ pub async fn logs(
     let id = parse_id(&id)?;
     state.jobs.get(id)?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
-    Ok(axum::Json(LogList { logs: state.store.job_logs(id, q.after.unwrap_or(0), limit)? }))
+    Ok(axum::Json(LogList {
+        logs: state.store.job_logs(id, q.after.unwrap_or(0), limit)?,
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/jobs/{id}/stream", tag = "jobs", params(("id" = String, Path),
@@ -217,29 +267,38 @@ pub async fn stream(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
+    let stream_name = store::job_stream(id);
+    // Read the head before the job: the snapshot then covers every state event up to it.
+    let head = state.store.stream_head(&stream_name)?;
     let job = state.jobs.get(id)?;
     let after = sse::last_event_id(&headers).unwrap_or(0);
-    let follower = store::Follower::new(&state.store, StreamFilter::Stream(job.stream()), after);
     let first = sse::json_event("job", None, &job);
+    if job.state.is_terminal() && head <= after {
+        // Finished, and the client has seen everything: send the job and end.
+        let s = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(first)]);
+        return Ok(axum::response::sse::Sse::new(s).into_response());
+    }
+    // A job that is already finished ends the stream once the replay reaches the head.
+    let end_at = job.state.is_terminal().then_some(head);
+    let follower = store::Follower::new(&state.store, StreamFilter::Stream(stream_name), after);
     let store = state.store.clone();
-    // A finished job with nothing new after `after`: send it and end.
-    let nothing_new = job.state.is_terminal() && store.events_after(&StreamFilter::Stream(job.stream()), after, 1)?.is_empty();
     let map: sse::Mapper = Box::new(move |e| {
+        let replay_done = end_at.is_some_and(|h| e.seq >= h);
         if e.kind == "job.log" {
             let line = json!({ "seq": e.seq, "ts": e.ts, "level": e.data["level"], "message": e.data["message"] });
-            return (Some(sse::json_event("log", Some(e.seq), &line)), false);
+            return (Some(sse::json_event("log", Some(e.seq), &line)), replay_done);
         }
         if e.kind.starts_with("job.") {
+            if e.seq <= head {
+                // Already told by the snapshot sent on connect.
+                return (None, replay_done);
+            }
             let terminal = matches!(e.kind.as_str(), "job.succeeded" | "job.failed" | "job.cancelled");
             // End after a terminal state unless the job has been re-queued since.
             let end = terminal && store.job(id).ok().flatten().is_none_or(|j| j.state.is_terminal());
             return (Some(sse::json_event("job", Some(e.seq), &e.data)), end);
         }
-        (Some(sse::json_event(&e.kind, Some(e.seq), &e.data)), false)
+        (Some(sse::json_event(&e.kind, Some(e.seq), &e.data)), replay_done)
     });
-    if nothing_new {
-        let s = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(first)]);
-        return Ok(axum::response::sse::Sse::new(s).into_response());
-    }
     Ok(sse::stream(Some(first), follower, state.shutdown.clone(), map).into_response())
 }

@@ -39,7 +39,9 @@ fn auth_error(e: AuthError) -> ApiError {
 
 #[utoipa::path(get, path = "/v1/keys", tag = "keys", responses((status = 200, body = KeyList)))]
 pub async fn list(State(state): State<AppState>) -> axum::Json<KeyList> {
-    axum::Json(KeyList { keys: state.keys.list() })
+    axum::Json(KeyList {
+        keys: state.keys.list(),
+    })
 }
 
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKeyRequest,
@@ -48,7 +50,10 @@ pub async fn create(
     State(state): State<AppState>,
     body: Json<CreateKeyRequest>,
 ) -> Result<(StatusCode, axum::Json<CreatedKey>), ApiError> {
-    let (mut key, secret) = state.keys.create(&body.value.name, body.value.scope).map_err(auth_error)?;
+    let (mut key, secret) = state
+        .keys
+        .create(&body.value.name, body.value.scope)
+        .map_err(auth_error)?;
     state.store.durable().await?;
     key.secret_hash.clear();
     Ok((StatusCode::CREATED, axum::Json(CreatedKey { key, secret })))
@@ -56,7 +61,10 @@ pub async fn create(
 
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
     responses((status = 200, description = "revoked", body = ApiKey), (status = 404, body = crate::api::ErrorBody)))]
-pub async fn revoke(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<ApiKey>, ApiError> {
+pub async fn revoke(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<ApiKey>, ApiError> {
     let key = state.keys.revoke(&id).map_err(auth_error)?;
     state.store.durable().await?;
     Ok(axum::Json(key))

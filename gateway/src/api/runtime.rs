@@ -32,7 +32,11 @@ pub async fn health(State(state): State<AppState>) -> Response {
         uptime_s: state.started.elapsed().as_secs(),
         store: if healthy { "ok" } else { "error" },
     };
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, axum::Json(body)).into_response()
 }
 
@@ -62,13 +66,23 @@ pub struct StoreInfo {
 
 #[utoipa::path(get, path = "/v1/runtime", tag = "operations", responses((status = 200, body = RuntimeInfo)))]
 pub async fn runtime(State(state): State<AppState>) -> axum::Json<RuntimeInfo> {
-    let jobs = state.store.job_counts().into_iter().map(|(s, n)| (s.to_string(), n)).collect();
+    let jobs = state
+        .store
+        .job_counts()
+        .into_iter()
+        .map(|(s, n)| (s.to_string(), n))
+        .collect();
     axum::Json(RuntimeInfo {
         version: VERSION,
         uptime_s: state.started.elapsed().as_secs(),
         config: state.config.summary(),
         job_types: state.registry.list().into_iter().map(|t| t.name).collect(),
-        handlers: state.registry.handler_names().into_iter().map(String::from).collect(),
+        handlers: state
+            .registry
+            .handler_names()
+            .into_iter()
+            .map(String::from)
+            .collect(),
         jobs,
         supervisor: state.jobs.snapshot().await.ok(),
         callbacks: state.runtime.callback_snapshot().await,
@@ -87,7 +101,11 @@ pub async fn runtime(State(state): State<AppState>) -> axum::Json<RuntimeInfo> {
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let Some(handle) = &state.metrics else {
-        return (StatusCode::NOT_FOUND, "metrics are not enabled in this process\n").into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            "metrics are not enabled in this process\n",
+        )
+            .into_response();
     };
     for (st, n) in state.store.job_counts() {
         metrics::gauge!("rausku_jobs", "state" => st.as_str()).set(n as f64);
@@ -100,5 +118,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     metrics::gauge!("rausku_store_flushes").set(commit.flushes as f64);
     metrics::gauge!("rausku_store_size_bytes").set(state.store.size_on_disk() as f64);
     metrics::gauge!("rausku_uptime_seconds").set(state.started.elapsed().as_secs_f64());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response()
 }

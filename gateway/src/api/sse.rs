@@ -14,7 +14,13 @@ pub type Mapper = Box<dyn FnMut(&Event) -> (Option<SseEvent>, bool) + Send>;
 
 /// The position to resume after, from `Last-Event-ID`.
 pub fn last_event_id(headers: &HeaderMap) -> Option<u64> {
-    headers.get("last-event-id")?.to_str().ok()?.trim().parse().ok()
+    headers
+        .get("last-event-id")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Streams `first` (if any), then every event of `follower` through `map`.
@@ -31,7 +37,13 @@ pub fn stream(
         map: Mapper,
         done: bool,
     }
-    let st = St { first, follower, shutdown, map, done: false };
+    let st = St {
+        first,
+        follower,
+        shutdown,
+        map,
+        done: false,
+    };
     let s = futures_util::stream::unfold(st, |mut st| async move {
         if let Some(first) = st.first.take() {
             return Some((Ok(first), st));
@@ -57,7 +69,9 @@ pub fn stream(
 
 /// An SSE event carrying `data` as JSON.
 pub fn json_event(name: &str, id: Option<u64>, data: &impl serde::Serialize) -> SseEvent {
-    let mut e = SseEvent::default().event(name).data(serde_json::to_string(data).unwrap_or_default());
+    let mut e = SseEvent::default()
+        .event(name)
+        .data(serde_json::to_string(data).unwrap_or_default());
     if let Some(id) = id {
         e = e.id(id.to_string());
     }
