@@ -286,19 +286,33 @@ pub async fn stream(
         let replay_done = end_at.is_some_and(|h| e.seq >= h);
         if e.kind == "job.log" {
             let line = json!({ "seq": e.seq, "ts": e.ts, "level": e.data["level"], "message": e.data["message"] });
-            return (Some(sse::json_event("log", Some(e.seq), &line)), replay_done);
+            return (
+                Some(sse::json_event("log", Some(e.seq), &line)),
+                replay_done,
+            );
         }
         if e.kind.starts_with("job.") {
             if e.seq <= head {
                 // Already told by the snapshot sent on connect.
                 return (None, replay_done);
             }
-            let terminal = matches!(e.kind.as_str(), "job.succeeded" | "job.failed" | "job.cancelled");
+            let terminal = matches!(
+                e.kind.as_str(),
+                "job.succeeded" | "job.failed" | "job.cancelled"
+            );
             // End after a terminal state unless the job has been re-queued since.
-            let end = terminal && store.job(id).ok().flatten().is_none_or(|j| j.state.is_terminal());
+            let end = terminal
+                && store
+                    .job(id)
+                    .ok()
+                    .flatten()
+                    .is_none_or(|j| j.state.is_terminal());
             return (Some(sse::json_event("job", Some(e.seq), &e.data)), end);
         }
-        (Some(sse::json_event(&e.kind, Some(e.seq), &e.data)), replay_done)
+        (
+            Some(sse::json_event(&e.kind, Some(e.seq), &e.data)),
+            replay_done,
+        )
     });
     Ok(sse::stream(Some(first), follower, state.shutdown.clone(), map).into_response())
 }

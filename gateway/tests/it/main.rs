@@ -13,6 +13,7 @@
 //! - [`job_types`]: the registry API.
 //! - [`shutdown`]: SIGTERM drains and exits 0.
 //! - [`crash`]: SIGKILL under load loses nothing that was acknowledged.
+//! - [`smoke`]: `scripts/smoke.sh` against the binary.
 
 mod harness;
 
@@ -26,4 +27,5 @@ mod jobs;
 mod operations;
 mod rate_limit;
 mod shutdown;
+mod smoke;
 mod streams;
