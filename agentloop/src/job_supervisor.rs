@@ -88,6 +88,8 @@ pub enum JobSupervisorMessage {
     },
     /// Record the attempt outcomes buffered so far in one write.
     FlushCompletions,
+    /// Lease what is due (scheduled once for a burst of `Enqueued`).
+    Dispatch,
     /// A due time was reached.
     Tick,
     /// Stop leasing; reply once running attempts finished or `grace` passed (then they are
@@ -165,6 +167,8 @@ pub struct JobSupervisorState {
     completions: Vec<(JobId, u32, AttemptResult, Duration)>,
     /// Whether a `FlushCompletions` is already in the mailbox.
     flush_scheduled: bool,
+    /// Whether a `Dispatch` is already in the mailbox.
+    dispatch_scheduled: bool,
     /// The number of the last lease handed out.
     last_lease: u64,
     /// The earliest `Tick` already scheduled.
@@ -203,6 +207,7 @@ impl Actor for JobSupervisor {
             running_by_type: HashMap::new(),
             completions: Vec::new(),
             flush_scheduled: false,
+            dispatch_scheduled: false,
             last_lease: 0,
             next_tick: None,
             draining: None,
@@ -227,6 +232,14 @@ impl Actor for JobSupervisor {
                 run_at,
             } => {
                 state.push_queued(id, job_type, run_at.as_millis());
+                // One dispatch for every job enqueued before it is handled: leased in one write.
+                if !state.dispatch_scheduled {
+                    state.dispatch_scheduled = true;
+                    myself.send_message(JobSupervisorMessage::Dispatch)?;
+                }
+            }
+            JobSupervisorMessage::Dispatch => {
+                state.dispatch_scheduled = false;
                 state.dispatch(&myself).await;
             }
             JobSupervisorMessage::Cancel { id, reply } => {

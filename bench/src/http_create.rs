@@ -95,6 +95,9 @@ pub async fn run(base: &Path, shape: LoadShape) -> anyhow::Result<Vec<Row>> {
             let load = drive(&url, &key, shape)
                 .await
                 .map_err(|e| gateway.explain(e))?;
+            if let Some(line) = commit_stats(&url, &key).await {
+                eprintln!("    {line}");
+            }
             drop(gateway);
             report_run(&load);
             Some(load)
@@ -280,6 +283,33 @@ async fn load(
     out.ok = all.len();
     out.latency = Summary::of(&mut all);
     out
+}
+
+/// The gateway's group-commit counters from `/v1/runtime`, best effort.
+async fn commit_stats(base_url: &str, key: &str) -> Option<String> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?;
+    let resp = client
+        .get(format!("{base_url}/v1/runtime"))
+        .header(header::AUTHORIZATION, format!("Bearer {key}"))
+        .send()
+        .await
+        .ok()?;
+    let info: Value = serde_json::from_slice(&resp.bytes().await.ok()?).ok()?;
+    let c = info.get("store")?.get("commit")?;
+    let flushes = c.get("flushes")?.as_u64()?;
+    let events = c.get("flushed_events")?.as_u64()?;
+    let waiters = c.get("flush_waiters")?.as_u64()?;
+    Some(format!(
+        "gateway commit stats (whole run, warm-up and job execution included): {} flushes, \
+         {:.1} events and {:.1} waiters per flush",
+        thousands(flushes),
+        events as f64 / flushes.max(1) as f64,
+        waiters as f64 / flushes.max(1) as f64,
+    ))
 }
 
 // ----- the gateway child -----

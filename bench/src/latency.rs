@@ -23,7 +23,7 @@ use tokio::time::MissedTickBehavior;
 use crate::baseline::{Observed, RawEngine};
 use crate::harness::{self, Harness};
 use crate::report::Row;
-use crate::stats::{Summary, fmt_ms, fmt_rate, fmt_ratio, rate, thousands};
+use crate::stats::{Summary, fmt_ms, fmt_rate, fmt_ratio, fmt_whole_ms, rate, thousands};
 
 /// How long a run waits for the last jobs to start after the last creation.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -86,8 +86,8 @@ pub async fn run(base: &Path, per_sec: f64, seconds: f64) -> anyhow::Result<Vec<
         Row {
             scenario: scenario.clone(),
             measure: "p50, started_at − created_at (ms resolution)".into(),
-            ours: fmt_ms(ours.recorded.p50),
-            baseline: fmt_ms(raw.recorded.p50),
+            ours: fmt_whole_ms(ours.recorded.p50),
+            baseline: fmt_whole_ms(raw.recorded.p50),
             ratio: String::new(),
             target: String::new(),
             met: None,
@@ -95,8 +95,8 @@ pub async fn run(base: &Path, per_sec: f64, seconds: f64) -> anyhow::Result<Vec<
         Row {
             scenario,
             measure: "p99, started_at − created_at (ms resolution)".into(),
-            ours: fmt_ms(ours.recorded.p99),
-            baseline: fmt_ms(raw.recorded.p99),
+            ours: fmt_whole_ms(ours.recorded.p99),
+            baseline: fmt_whole_ms(raw.recorded.p99),
             ratio: String::new(),
             target: "≤ 5 ms".into(),
             met: Some(ours.recorded.p99 <= Duration::from_millis(5)),
@@ -113,8 +113,8 @@ fn report_run(l: &Latency) {
         fmt_ms(l.observed.p50),
         fmt_ms(l.observed.p99),
         fmt_ms(l.observed.max),
-        fmt_ms(l.recorded.p50),
-        fmt_ms(l.recorded.p99),
+        fmt_whole_ms(l.recorded.p50),
+        fmt_whole_ms(l.recorded.p99),
         if l.missing > 0 {
             format!("; {} starts not observed", l.missing)
         } else {

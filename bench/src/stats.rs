@@ -55,6 +55,11 @@ pub fn fmt_ms(d: Duration) -> String {
     }
 }
 
+/// `31 ms`: for figures that only have millisecond resolution.
+pub fn fmt_whole_ms(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
+}
+
 /// `0.73×`.
 pub fn fmt_ratio(ours: f64, baseline: f64) -> String {
     if baseline <= 0.0 {
@@ -108,6 +113,7 @@ mod tests {
         assert_eq!(fmt_rate(12_345.4), "12,345/s");
         assert_eq!(fmt_ms(Duration::from_micros(850)), "850 µs");
         assert_eq!(fmt_ms(Duration::from_micros(1234)), "1.23 ms");
+        assert_eq!(fmt_whole_ms(Duration::from_millis(31)), "31 ms");
         assert_eq!(fmt_ratio(1.0, 2.0), "0.50×");
         assert_eq!(fmt_ratio(1.0, 0.0), "–");
     }

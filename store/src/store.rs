@@ -1,17 +1,19 @@
 //! The `Store`: one sled database, its trees, a single writer with multi-tree transactions, and
 //! group commit.
 //!
-//! Writes go through [`Store::write`]: the closure stages changes in a [`WriteTx`], which are
-//! then applied in one sled transaction, so a job, its index entry, its counters and its events
-//! change together or not at all. One writer at a time (a mutex held for microseconds, never
-//! across `.await`) keeps event seqs dense and makes check-then-write sequences (idempotency
-//! keys, lease checks) race-free.
+//! Writes go through [`Store::write`]: the closure stages changes in a [`WriteTx`]. One writer
+//! at a time (a mutex held for microseconds, never across `.await`) keeps event seqs dense and
+//! makes check-then-write sequences (idempotency keys, lease checks) race-free. A write does not
+//! touch sled: its changes join an in-memory overlay that every read consults first, so a write
+//! is visible at once to everything in the process.
 //!
-//! Durability is separate from writing: [`Store::durable`] resolves once everything written
-//! before the call is flushed to disk. A dedicated committer thread flushes whatever is pending
-//! in one `fsync`, then publishes the flushed events on the [`EventBus`] and wakes the waiters,
-//! so concurrent writers share flushes (group commit) and no subscriber ever sees an event that
-//! a crash could take back.
+//! A dedicated committer thread is the only sled writer. Each cycle it takes everything staged
+//! since the last one, applies it in **one** multi-tree sled transaction (so every write is
+//! atomic, and a batch is too), flushes it with one `fsync`, then publishes the flushed events on
+//! the [`EventBus`] and wakes the callers of [`Store::durable`]. Concurrent writers so share
+//! transactions and flushes (group commit), writers never wait for an `fsync` (sled holds a
+//! process-wide lock during a flush that every transaction needs), and no subscriber ever sees
+//! an event that a crash could take back.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -169,22 +171,72 @@ pub struct Store {
 }
 
 struct Inner {
+    core: Arc<Core>,
+    path: PathBuf,
+    committer_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::ops::Deref for Inner {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+/// What the store handles and the committer thread share.
+struct Core {
     db: sled::Db,
     trees: Vec<sled::Tree>,
-    path: PathBuf,
     writer: Mutex<WriterState>,
-    commit: Arc<Committer>,
-    committer_thread: Mutex<Option<JoinHandle<()>>>,
+    commit: Committer,
+    /// Serialises commits to sled (the committer's, and [`Store::settle`]'s).
+    commit_lock: Mutex<()>,
+    /// Events committed to sled and not yet flushed: the committer publishes them after its
+    /// next flush.
+    unflushed: Mutex<Vec<Arc<Event>>>,
     bus: EventBus,
     /// Jobs per state, kept in step with the `jobs` tree (persisted in `meta`).
     counts: [AtomicU64; 6],
 }
 
-/// What only the writer touches.
+/// What the writer owns, behind one mutex.
 struct WriterState {
     next_global: u64,
-    /// Last seq per stream, a cache of the `streams` tree's last keys.
+    /// Last seq per stream, a cache of the `streams` tree's last keys. Every stream with staged
+    /// or committing events is in it (it is only cleared when nothing is pending).
     heads: HashMap<String, u64>,
+    /// Changes staged since the committer last took them.
+    staged: Pending,
+    /// The batch the committer is applying to sled right now; reads see it until sled does.
+    committing: Option<Arc<Pending>>,
+}
+
+/// A batch of staged changes: the last value of each changed key (`None`: removed), and the
+/// events, in seq order.
+#[derive(Default, Clone)]
+struct Pending {
+    ops: HashMap<(Tree, Vec<u8>), Option<Vec<u8>>>,
+    events: Vec<Arc<Event>>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.events.is_empty()
+    }
+}
+
+impl WriterState {
+    /// The pending value of a key: `Some(None)` if it is staged as removed, `None` if sled has
+    /// the latest value.
+    fn pending(&self, tree: Tree, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        let k = (tree, key.to_vec());
+        if let Some(v) = self.staged.ops.get(&k) {
+            return Some(v.clone());
+        }
+        self.committing
+            .as_ref()
+            .and_then(|c| c.ops.get(&k).cloned())
+    }
 }
 
 /// Cap of the stream-head cache; past it the cache is cleared and refilled from the tree.
@@ -231,30 +283,33 @@ impl Store {
                 counts[st.index()].store(be_u64(&v), Ordering::Relaxed);
             }
         }
-        let bus = EventBus::new(config.bus_capacity, next_global - 1);
-        let commit = Arc::new(Committer::default());
+        let core = Arc::new(Core {
+            db,
+            trees,
+            writer: Mutex::new(WriterState {
+                next_global,
+                heads: HashMap::new(),
+                staged: Pending::default(),
+                committing: None,
+            }),
+            commit: Committer::default(),
+            commit_lock: Mutex::new(()),
+            unflushed: Mutex::new(Vec::new()),
+            bus: EventBus::new(config.bus_capacity, next_global - 1),
+            counts,
+        });
         let thread = {
-            let db = db.clone();
-            let commit = commit.clone();
-            let bus = bus.clone();
+            let core = core.clone();
             std::thread::Builder::new()
                 .name("store-committer".into())
-                .spawn(move || commit.run(&db, &bus))
+                .spawn(move || core.run_committer())
                 .map_err(|e| StoreError::Io(format!("cannot start committer thread: {e}")))?
         };
         Ok(Store {
             inner: Arc::new(Inner {
-                db,
-                trees,
+                core,
                 path: config.path,
-                writer: Mutex::new(WriterState {
-                    next_global,
-                    heads: HashMap::new(),
-                }),
-                commit,
                 committer_thread: Mutex::new(Some(thread)),
-                bus,
-                counts,
             }),
         })
     }
@@ -280,15 +335,16 @@ impl Store {
         let mut writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut tx = WriteTx {
             store: self,
+            writer: &writer,
             ops: Vec::new(),
             events: Vec::new(),
             jobs: HashMap::new(),
         };
         let out = f(&mut tx)?;
-        let events = tx.commit(&mut writer)?;
-        if !events.is_empty() {
-            // Under the writer lock, so the committer receives events in seq order.
-            self.inner.commit.publish(events);
+        let staged = tx.stage()?;
+        if staged.apply(&mut writer, &self.inner.counts) {
+            drop(writer);
+            self.inner.commit.notify();
         }
         Ok(out)
     }
@@ -300,14 +356,16 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Flushes synchronously (for shutdown and tools).
+    /// Commits what is staged and flushes, synchronously (for shutdown and tools). Events are
+    /// not published.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.inner.commit_staged()?;
         self.inner.db.flush()?;
         Ok(())
     }
 
-    /// Stops the committer after a last flush. Further writes still work but are published only
-    /// by an explicit flush; call this at shutdown.
+    /// Stops the committer after a last commit and flush. Later writes are still committed by
+    /// [`Store::flush_blocking`] or when the last handle is dropped; call this at shutdown.
     pub fn close(&self) -> Result<(), StoreError> {
         self.inner.commit.close();
         if let Some(h) = self
@@ -352,7 +410,7 @@ impl Store {
         self.write(|tx| {
             if let Some(idem) = &idem {
                 let key = idem_key(&idem.scope, &idem.key);
-                if let Some(rec) = tx.store.get::<IdempotencyRecord>(Tree::Idempotency, &key)? {
+                if let Some(rec) = tx.get::<IdempotencyRecord>(Tree::Idempotency, &key)? {
                     let expired = rec.created_at.plus(idem.retention) < job.created_at;
                     if !expired {
                         if rec.request_hash != idem.request_hash {
@@ -382,6 +440,7 @@ impl Store {
 
     /// Forgets idempotency records created before `cutoff`. Returns how many.
     pub fn purge_idempotency(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
+        self.settle()?;
         let mut stale = Vec::new();
         for item in self.tree(Tree::Idempotency).iter() {
             let (k, v) = item?;
@@ -412,6 +471,7 @@ impl Store {
 
     /// Jobs newest first, filtered. The cursor of the next page is the last job's id.
     pub fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
+        self.settle()?;
         let limit = filter.limit.clamp(1, 1000);
         let upper = filter.before.map(|id| id.as_key().to_vec());
         let matches = |job: &Job| {
@@ -459,6 +519,7 @@ impl Store {
 
     /// Every job that is not terminal, oldest first (for recovery at start-up).
     pub fn active_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        self.settle()?;
         let mut out = Vec::new();
         for item in self.tree(Tree::JobsActive).iter() {
             let (k, _) = item?;
@@ -547,6 +608,23 @@ impl Store {
 
     /// The last seq of a stream (0 if empty), including events not yet durable.
     pub fn stream_head(&self, stream: &str) -> Result<u64, StoreError> {
+        let cached = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .heads
+            .get(stream)
+            .copied();
+        match cached {
+            Some(h) => Ok(h),
+            None => self.committed_stream_head(stream),
+        }
+    }
+
+    /// The last seq of a stream in sled. Only right for streams with nothing pending (which
+    /// are the ones missing from the writer's head cache).
+    fn committed_stream_head(&self, stream: &str) -> Result<u64, StoreError> {
         let prefix = stream_key(stream, 0);
         let prefix = &prefix[..prefix.len() - 8];
         Ok(
@@ -587,14 +665,32 @@ impl Store {
         tree: Tree,
         key: &[u8],
     ) -> Result<Option<T>, StoreError> {
-        match self.tree(tree).get(key)? {
-            Some(v) => decode(tree.name(), key, &v).map(Some),
-            None => Ok(None),
-        }
+        let pending = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pending(tree, key);
+        self.get_after(pending, tree, key)
+    }
+
+    /// Decodes a pending value, or reads sled if nothing is pending for the key.
+    fn get_after<T: DeserializeOwned>(
+        &self,
+        pending: Option<Option<Vec<u8>>>,
+        tree: Tree,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        let bytes = match pending {
+            Some(v) => v,
+            None => self.tree(tree).get(key)?.map(|v| v.to_vec()),
+        };
+        bytes.map(|v| decode(tree.name(), key, &v)).transpose()
     }
 
     /// Reads every record of a tree, in key order.
     pub fn scan<T: DeserializeOwned>(&self, tree: Tree) -> Result<Vec<T>, StoreError> {
+        self.settle()?;
         self.tree(tree)
             .iter()
             .map(|item| {
@@ -602,6 +698,23 @@ impl Store {
                 decode(tree.name(), &k, &v)
             })
             .collect()
+    }
+
+    /// Commits what is staged to sled (not flushed), so that range scans see every write made
+    /// so far. Point reads never need it: they consult the pending changes.
+    fn settle(&self) -> Result<(), StoreError> {
+        let staged = !self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .staged
+            .is_empty();
+        if staged {
+            self.inner.commit_staged()?;
+            self.inner.commit.notify();
+        }
+        Ok(())
     }
 }
 
@@ -615,6 +728,10 @@ impl Drop for Inner {
             .take()
         {
             let _ = h.join();
+        }
+        // Writes staged after the committer stopped.
+        if let Err(e) = self.commit_staged().and_then(|()| Ok(self.db.flush()?)) {
+            tracing::error!(error = %e, "final commit of the store failed");
         }
     }
 }
@@ -645,6 +762,8 @@ enum Op {
 /// Changes staged for one atomic write. See [`Store::write`].
 pub struct WriteTx<'s> {
     store: &'s Store,
+    /// The writer's state, locked for this write: reads see pending changes through it.
+    writer: &'s WriterState,
     ops: Vec<Op>,
     events: Vec<NewEvent>,
     /// Jobs changed in this write: the state they had before it, and their new value.
@@ -656,7 +775,7 @@ impl WriteTx<'_> {
     pub fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         match self.jobs.get(&id) {
             Some((_, job)) => Ok(Some(job.clone())),
-            None => self.store.job(id),
+            None => self.get(Tree::Jobs, &id.as_key()),
         }
     }
 
@@ -664,7 +783,9 @@ impl WriteTx<'_> {
     pub fn put_job(&mut self, job: Job) -> Result<(), StoreError> {
         let before = match self.jobs.get(&job.id) {
             Some((before, _)) => *before,
-            None => self.store.job(job.id)?.map(|j| j.state),
+            None => self
+                .get::<Job>(Tree::Jobs, &job.id.as_key())?
+                .map(|j| j.state),
         };
         self.jobs.insert(job.id, (before, job));
         Ok(())
@@ -688,12 +809,15 @@ impl WriteTx<'_> {
         tree: Tree,
         key: &[u8],
     ) -> Result<Option<T>, StoreError> {
-        self.store.get(tree, key)
+        self.store
+            .get_after(self.writer.pending(tree, key), tree, key)
     }
 
-    /// Turns the staged changes into sled operations and applies them in one transaction.
-    fn commit(mut self, writer: &mut WriterState) -> Result<Vec<Arc<Event>>, StoreError> {
+    /// Turns this write's changes into key-level operations and numbered events, without
+    /// touching the writer state (a write that fails changes nothing).
+    fn stage(mut self) -> Result<Staged, StoreError> {
         let store = self.store;
+        let writer = self.writer;
         let mut counts_delta = [0i64; 6];
         for (id, (before, job)) in std::mem::take(&mut self.jobs) {
             let key = id.as_key().to_vec();
@@ -716,13 +840,13 @@ impl WriteTx<'_> {
             }
             self.ops.push(Op::Put(Tree::Jobs, key, encode(&job)));
         }
-        let mut new_counts = Vec::new();
+        let mut counts = Vec::new();
         for st in JobState::ALL {
             let d = counts_delta[st.index()];
             if d != 0 {
                 let now = store.inner.counts[st.index()].load(Ordering::Relaxed) as i64 + d;
                 let now = now.max(0) as u64;
-                new_counts.push((st, now));
+                counts.push((st, now));
                 self.ops.push(Op::Put(
                     Tree::Meta,
                     count_key(st),
@@ -731,7 +855,6 @@ impl WriteTx<'_> {
             }
         }
 
-        // Assign seqs without touching the writer state until the transaction succeeded.
         let now = Timestamp::now();
         let mut events = Vec::with_capacity(self.events.len());
         let mut heads: HashMap<String, u64> = HashMap::new();
@@ -740,7 +863,7 @@ impl WriteTx<'_> {
                 Some(h) => *h,
                 None => match writer.heads.get(&e.stream) {
                     Some(h) => *h,
-                    None => store.stream_head(&e.stream)?,
+                    None => store.committed_stream_head(&e.stream)?,
                 },
             };
             let seq = head + 1;
@@ -767,36 +890,135 @@ impl WriteTx<'_> {
             ));
             events.push(Arc::new(event));
         }
-
-        let trees = &store.inner.trees;
-        let ops = &self.ops;
-        trees.as_slice().transaction(|t| {
-            for op in ops {
-                match op {
-                    Op::Put(tree, k, v) => {
-                        t[tree.index()].insert(k.as_slice(), v.as_slice())?;
-                    }
-                    Op::Remove(tree, k) => {
-                        t[tree.index()].remove(k.as_slice())?;
-                    }
-                }
-            }
-            Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
-        })?;
-
-        writer.next_global += events.len() as u64;
-        if writer.heads.len() + heads.len() > MAX_CACHED_HEADS {
-            writer.heads.clear();
-        }
-        writer.heads.extend(heads);
-        for (st, n) in new_counts {
-            store.inner.counts[st.index()].store(n, Ordering::Relaxed);
-        }
-        Ok(events)
+        Ok(Staged {
+            ops: self.ops,
+            events,
+            heads,
+            counts,
+        })
     }
 }
 
-/// Group commit: flush whatever is pending, then publish and wake.
+/// One write's changes, ready to join the pending batch.
+struct Staged {
+    ops: Vec<Op>,
+    events: Vec<Arc<Event>>,
+    heads: HashMap<String, u64>,
+    counts: Vec<(JobState, u64)>,
+}
+
+impl Staged {
+    /// Adds the changes to the pending batch. Returns whether there was anything to add.
+    fn apply(self, writer: &mut WriterState, counts: &[AtomicU64; 6]) -> bool {
+        if self.ops.is_empty() && self.events.is_empty() {
+            return false;
+        }
+        for op in self.ops {
+            match op {
+                Op::Put(t, k, v) => writer.staged.ops.insert((t, k), Some(v)),
+                Op::Remove(t, k) => writer.staged.ops.insert((t, k), None),
+            };
+        }
+        writer.next_global += self.events.len() as u64;
+        writer.staged.events.extend(self.events);
+        writer.heads.extend(self.heads);
+        for (st, n) in self.counts {
+            counts[st.index()].store(n, Ordering::Relaxed);
+        }
+        true
+    }
+}
+
+impl Core {
+    /// The committer thread: commit, flush, publish, wake; until closed.
+    fn run_committer(&self) {
+        loop {
+            let Some(waiters) = self.commit.next_cycle() else {
+                break;
+            };
+            let result = self.commit_staged().and_then(|()| {
+                // Taken before the flush: every one of them is durable after it.
+                let events =
+                    std::mem::take(&mut *self.unflushed.lock().unwrap_or_else(|p| p.into_inner()));
+                self.db.flush()?;
+                Ok(events)
+            });
+            let ok = result.is_ok();
+            {
+                let mut s = self.commit.stats.lock().unwrap_or_else(|p| p.into_inner());
+                s.flushes += 1;
+                s.flush_waiters += waiters.len() as u64;
+                s.flush_errors += u64::from(!ok);
+                if let Ok(events) = &result {
+                    s.flushed_events += events.len() as u64;
+                }
+            }
+            let result = match result {
+                Ok(events) => {
+                    self.bus.publish(events);
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "store commit failed; retrying");
+                    Err(e)
+                }
+            };
+            for w in waiters {
+                let _ = w.send(result.clone());
+            }
+            if !ok {
+                // Staged changes were kept; try again after a pause.
+                std::thread::sleep(Duration::from_millis(100));
+                self.commit.notify();
+            }
+        }
+    }
+
+    /// Applies everything staged in one sled transaction; its events wait in `unflushed`. On
+    /// failure the changes are staged again, before anything staged since.
+    fn commit_staged(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let batch = {
+            let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            if w.staged.is_empty() {
+                return Ok(());
+            }
+            let batch = Arc::new(std::mem::take(&mut w.staged));
+            w.committing = Some(batch.clone());
+            batch
+        };
+        let applied = self.trees.as_slice().transaction(|t| {
+            for ((tree, k), v) in &batch.ops {
+                match v {
+                    Some(v) => t[tree.index()].insert(k.as_slice(), v.as_slice())?,
+                    None => t[tree.index()].remove(k.as_slice())?,
+                };
+            }
+            Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
+        });
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        w.committing = None;
+        let mut batch = Arc::try_unwrap(batch).unwrap_or_else(|a| (*a).clone());
+        if let Err(e) = applied {
+            let later = std::mem::take(&mut w.staged);
+            batch.ops.extend(later.ops);
+            batch.events.extend(later.events);
+            w.staged = batch;
+            return Err(e.into());
+        }
+        if w.staged.is_empty() && w.heads.len() > MAX_CACHED_HEADS {
+            w.heads.clear();
+        }
+        drop(w);
+        self.unflushed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(batch.events);
+        Ok(())
+    }
+}
+
+/// Group commit: wakes the committer thread and holds the callers of [`Store::durable`].
 #[derive(Default)]
 struct Committer {
     queue: Mutex<CommitQueue>,
@@ -806,16 +1028,15 @@ struct Committer {
 
 #[derive(Default)]
 struct CommitQueue {
-    events: Vec<Arc<Event>>,
+    /// Something was staged since the last cycle.
+    dirty: bool,
     waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
     closed: bool,
 }
 
 impl Committer {
-    fn publish(&self, events: Vec<Arc<Event>>) {
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        q.events.extend(events);
-        drop(q);
+    fn notify(&self) {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).dirty = true;
         self.wake.notify_one();
     }
 
@@ -839,46 +1060,19 @@ impl Committer {
         *self.stats.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn run(&self, db: &sled::Db, bus: &EventBus) {
-        loop {
-            let (events, waiters, closed) = {
-                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-                while q.events.is_empty() && q.waiters.is_empty() && !q.closed {
-                    q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
-                }
-                (
-                    std::mem::take(&mut q.events),
-                    std::mem::take(&mut q.waiters),
-                    q.closed,
-                )
-            };
-            let result = db.flush().map(|_| ()).map_err(StoreError::from);
-            if let Err(e) = &result {
-                tracing::error!(error = %e, "store flush failed");
-            }
-            {
-                let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-                s.flushes += 1;
-                s.flushed_events += events.len() as u64;
-                s.flush_waiters += waiters.len() as u64;
-                s.flush_errors += u64::from(result.is_err());
-            }
-            if result.is_ok() {
-                bus.publish(events);
-            }
-            for w in waiters {
-                let _ = w.send(result.clone());
-            }
-            if closed {
-                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-                for w in q.waiters.drain(..) {
-                    let _ = w.send(Err(StoreError::Closed));
-                }
-                if q.events.is_empty() {
-                    return;
-                }
-            }
+    /// Waits for work and returns the waiters this cycle will answer, or `None` once closed and
+    /// idle. Waiters are taken before the staged changes, so every write a waiter waits for is
+    /// in this cycle's batch.
+    fn next_cycle(&self) -> Option<Vec<oneshot::Sender<Result<(), StoreError>>>> {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        while !q.dirty && q.waiters.is_empty() && !q.closed {
+            q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
         }
+        if q.closed && !q.dirty && q.waiters.is_empty() {
+            return None;
+        }
+        q.dirty = false;
+        Some(std::mem::take(&mut q.waiters))
     }
 }
 
