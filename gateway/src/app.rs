@@ -54,6 +54,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/v1", v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Applied per route (after matching), so it sees the matched route: a bounded label.
         .layer(middleware::from_fn(record_http_metrics))
         .with_state(state)
 }

@@ -116,6 +116,16 @@ async fn metrics_are_prometheus_text() {
         .find(|l| l.starts_with("rausku_jobs{state=\"succeeded\"}"))
         .unwrap_or_else(|| panic!("no succeeded gauge in {}", r.text));
     assert_eq!(line.split_whitespace().last(), Some("1"), "{line}");
+    // HTTP latency is labelled with the matched route, not the raw path.
+    assert!(
+        r.text
+            .lines()
+            .any(|l| l.starts_with("rausku_http_request_duration_seconds")
+                && l.contains("route=\"/v1/jobs\"")
+                && l.contains("method=\"POST\"")),
+        "no HTTP latency for POST /v1/jobs in {}",
+        r.text
+    );
     for st in ["queued", "running", "retrying", "failed", "cancelled"] {
         assert!(
             r.text.contains(&format!("rausku_jobs{{state=\"{st}\"}}")),
