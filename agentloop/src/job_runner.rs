@@ -8,7 +8,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
 use skills::{AttemptOutcome, DynHandler, JobContext};
 use store::JobId;
@@ -59,6 +59,17 @@ pub struct JobRunnerState {
 pub enum JobRunnerMessage {
     /// The handler task finished (sent by the task itself).
     Completed(AttemptResult),
+    Snapshot {
+        reply: RpcReplyPort<RunnerSnapshot>,
+    },
+}
+
+/// A serialisable view of one running attempt.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct RunnerSnapshot {
+    pub job_id: JobId,
+    pub attempt: u32,
+    pub running_ms: u64,
 }
 
 impl Actor for JobRunner {
@@ -121,6 +132,13 @@ impl Actor for JobRunner {
                     });
                 myself.stop(None);
             }
+            JobRunnerMessage::Snapshot { reply } => {
+                let _ = reply.send(RunnerSnapshot {
+                    job_id: state.job_id,
+                    attempt: state.attempt,
+                    running_ms: state.started.elapsed().as_millis() as u64,
+                });
+            }
         }
         Ok(())
     }
@@ -151,5 +169,92 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         s.clone()
     } else {
         "handler panicked".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use skills::builtin::{BuiltinConfig, builtin_handlers};
+    use skills::{JobLog, Registry};
+    use store::LogLevel;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// Stands in for the supervisor: forwards each report to the test.
+    struct Inbox;
+
+    impl Actor for Inbox {
+        type Msg = JobSupervisorMessage;
+        type State = mpsc::UnboundedSender<(u32, AttemptResult)>;
+        type Arguments = mpsc::UnboundedSender<(u32, AttemptResult)>;
+
+        async fn pre_start(
+            &self,
+            _: ActorRef<Self::Msg>,
+            tx: Self::Arguments,
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok(tx)
+        }
+
+        async fn handle(
+            &self,
+            _: ActorRef<Self::Msg>,
+            msg: Self::Msg,
+            tx: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            if let JobSupervisorMessage::AttemptFinished {
+                attempt, result, ..
+            } = msg
+            {
+                let _ = tx.send((attempt, result));
+            }
+            Ok(())
+        }
+    }
+
+    struct NoLog;
+
+    impl JobLog for NoLog {
+        fn log(&self, _: LogLevel, _: String) {}
+    }
+
+    #[tokio::test]
+    async fn a_runner_answers_its_snapshot_and_reports_its_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::Store::open(store::StoreConfig::new(dir.path())).unwrap();
+        let registry = Registry::open(store, builtin_handlers(&BuiltinConfig::default())).unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (inbox, _) = Actor::spawn(None, Inbox, tx).await.unwrap();
+        let job_id = JobId::new();
+        let args = JobRunnerArgs {
+            job_id,
+            attempt: 2,
+            lease: 7,
+            input: serde_json::json!({ "ms": 50 }),
+            handler: registry.handler("sleep").unwrap(),
+            ctx: JobContext {
+                job_id,
+                job_type: "sleep".into(),
+                attempt: 2,
+                max_attempts: 3,
+                timeout_ms: 5_000,
+                config: Value::Null,
+                log: Arc::new(NoLog),
+            },
+            timeout: Duration::from_secs(5),
+            supervisor: inbox,
+        };
+        let (runner, _) = Actor::spawn(None, JobRunner, args).await.unwrap();
+        let snap = ractor::call!(runner, |reply| JobRunnerMessage::Snapshot { reply }).unwrap();
+        assert_eq!((snap.job_id, snap.attempt), (job_id, 2));
+        let (attempt, result) = rx.recv().await.unwrap();
+        assert_eq!(attempt, 2);
+        assert!(
+            matches!(result, AttemptResult::Handler(AttemptOutcome::Succeeded(_))),
+            "{result:?}"
+        );
     }
 }
