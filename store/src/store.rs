@@ -58,10 +58,14 @@ pub enum Tree {
     Callbacks,
     /// Named singletons: counters, secrets, format markers.
     Meta,
+    /// `scope ++ 0x00 ++ MemoryId` → `MemoryEntry` (see [`crate::memory`]).
+    Memory,
+    /// `'e' ++ MemoryId` → `MemoryScope`; `'n' ++ scope` → entry count of the scope.
+    MemoryIndex,
 }
 
 impl Tree {
-    const ALL: [Tree; 9] = [
+    const ALL: [Tree; 11] = [
         Tree::Jobs,
         Tree::JobsActive,
         Tree::Events,
@@ -71,6 +75,8 @@ impl Tree {
         Tree::ApiKeys,
         Tree::Callbacks,
         Tree::Meta,
+        Tree::Memory,
+        Tree::MemoryIndex,
     ];
 
     pub fn name(self) -> &'static str {
@@ -84,6 +90,8 @@ impl Tree {
             Tree::ApiKeys => "api_keys",
             Tree::Callbacks => "callbacks",
             Tree::Meta => "meta",
+            Tree::Memory => "memory",
+            Tree::MemoryIndex => "memory_index",
         }
     }
 
@@ -251,24 +259,7 @@ impl Store {
                 config.path.display()
             ))
         })?;
-        let db = sled::Config::new()
-            .path(&config.path)
-            .cache_capacity(config.cache_bytes)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    StoreError::Locked {
-                        path: config.path.clone(),
-                    }
-                }
-                other => StoreError::Io(format!(
-                    "cannot open store at {}: {other}",
-                    config.path.display()
-                )),
-            })?;
+        let db = open_db(&config)?;
         let trees = Tree::ALL
             .iter()
             .map(|t| db.open_tree(t.name()))
@@ -322,7 +313,7 @@ impl Store {
         &self.inner.bus
     }
 
-    fn tree(&self, t: Tree) -> &sled::Tree {
+    pub(crate) fn tree(&self, t: Tree) -> &sled::Tree {
         &self.inner.trees[t.index()]
     }
 
@@ -702,7 +693,7 @@ impl Store {
 
     /// Commits what is staged to sled (not flushed), so that range scans see every write made
     /// so far. Point reads never need it: they consult the pending changes.
-    fn settle(&self) -> Result<(), StoreError> {
+    pub(crate) fn settle(&self) -> Result<(), StoreError> {
         let staged = !self
             .inner
             .writer
@@ -1073,6 +1064,40 @@ impl Committer {
         }
         q.dirty = false;
         Some(std::mem::take(&mut q.waiters))
+    }
+}
+
+/// How long [`Store::open`] waits for a lock that a closing process (or a just-dropped store in
+/// this one: sled's IO threads finish in the background) still holds.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+fn open_db(config: &StoreConfig) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let opened = sled::Config::new()
+            .path(&config.path)
+            .cache_capacity(config.cache_bytes)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(ref io))
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("lock") =>
+            {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::Locked {
+                        path: config.path.clone(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(other) => {
+                return Err(StoreError::Io(format!(
+                    "cannot open store at {}: {other}",
+                    config.path.display()
+                )));
+            }
+        }
     }
 }
 
