@@ -38,6 +38,8 @@ pub struct RawConfig {
     pub skills_dir: Option<PathBuf>,
     pub playbooks_dir: Option<PathBuf>,
     pub shell_allow: Option<Vec<String>>,
+    pub shell_workdirs: Option<Vec<PathBuf>>,
+    pub shell_env: Option<Vec<String>>,
 }
 
 /// Environment variable names, and whether the value is a list.
@@ -62,6 +64,8 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("SKILLS_DIR", Kind::Text),
     ("PLAYBOOKS_DIR", Kind::Text),
     ("SHELL_ALLOW", Kind::List),
+    ("SHELL_WORKDIRS", Kind::List),
+    ("SHELL_ENV", Kind::List),
 ];
 
 #[derive(Clone, Copy)]
@@ -149,7 +153,9 @@ impl RawConfig {
             github_api_url,
             skills_dir,
             playbooks_dir,
-            shell_allow
+            shell_allow,
+            shell_workdirs,
+            shell_env
         )
     }
 }
@@ -177,6 +183,8 @@ pub struct Config {
     pub skills_dir: Option<PathBuf>,
     pub playbooks_dir: Option<PathBuf>,
     pub shell_allow: Vec<String>,
+    pub shell_workdirs: Vec<PathBuf>,
+    pub shell_env: Vec<String>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
@@ -244,6 +252,8 @@ impl Config {
             skills_dir: raw.skills_dir,
             playbooks_dir: raw.playbooks_dir,
             shell_allow: raw.shell_allow.unwrap_or_default(),
+            shell_workdirs: raw.shell_workdirs.unwrap_or_default(),
+            shell_env: raw.shell_env.unwrap_or_default(),
         })
     }
 
@@ -273,6 +283,13 @@ impl Config {
             callback_allowlist: self.callback_allowlist.clone(),
             callback_allow_private: self.callback_allow_private,
             http_allowlist: self.http_allowlist.clone(),
+            shell_allow: self.shell_allow.clone(),
+            shell_workdirs: self
+                .shell_workdirs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            shell_env: self.shell_env.clone(),
             max_concurrency: self.max_concurrency,
             retry_base_ms: self.retry_base.as_millis() as u64,
             idempotency_retention_hours: self.idempotency_retention.as_secs() / 3600,
@@ -294,6 +311,9 @@ pub struct ConfigSummary {
     pub callback_allowlist: Vec<String>,
     pub callback_allow_private: bool,
     pub http_allowlist: Vec<String>,
+    pub shell_allow: Vec<String>,
+    pub shell_workdirs: Vec<String>,
+    pub shell_env: Vec<String>,
     pub max_concurrency: u32,
     pub retry_base_ms: u64,
     pub idempotency_retention_hours: u64,

@@ -9,7 +9,7 @@ use agentloop::{Backoff, CallbackConfig, Runtime, RuntimeConfig};
 use anyhow::Context;
 use channels::ApiKeys;
 use skills::Registry;
-use skills::builtin::{BuiltinConfig, builtin_handlers};
+use skills::builtin::{BuiltinConfig, ShellPolicy, builtin_handlers};
 use skills::net::NetPolicy;
 use store::{Scope, Store, StoreConfig, Timestamp};
 use tokio::sync::watch;
@@ -37,6 +37,11 @@ impl Gateway {
             http: NetPolicy {
                 allowlist: config.http_allowlist.clone(),
                 allow_private: config.callback_allow_private,
+            },
+            shell: ShellPolicy {
+                allow: config.shell_allow.clone(),
+                workdirs: config.shell_workdirs.clone(),
+                env_allow: config.shell_env.clone(),
             },
             ..BuiltinConfig::default()
         });

@@ -103,6 +103,13 @@ pub trait Handler: Send + Sync + 'static {
         JobDefaults::default()
     }
 
+    /// Whether the job type seeded from this handler starts enabled. Only consulted when the
+    /// registry seeds a new type; a stored type keeps whatever it was set to. `shell.exec`
+    /// answers `false` while no program is allowlisted.
+    fn enabled_by_default(&self) -> bool {
+        true
+    }
+
     /// Rejects a bad input (or type config) before a job is created.
     fn validate(&self, config: &Value, input: &Value) -> Result<(), InputError>;
 

@@ -177,7 +177,8 @@ struct Inner {
 }
 
 impl Registry {
-    /// Loads the job types from `store` and seeds one per handler whose name has no type yet.
+    /// Loads the job types from `store` and seeds one per handler whose name has no type yet,
+    /// enabled as [`Handler::enabled_by_default`](crate::Handler::enabled_by_default) says.
     pub fn open(store: Store, handlers: Vec<DynHandler>) -> Result<Registry, RegistryError> {
         let mut by_name = BTreeMap::new();
         for handler in handlers {
@@ -203,7 +204,7 @@ impl Registry {
                 name: (*name).to_owned(),
                 description: handler.description().to_owned(),
                 handler: (*name).to_owned(),
-                enabled: true,
+                enabled: handler.enabled_by_default(),
                 config: Value::Null,
                 defaults: handler.defaults(),
                 input_schema: None,
@@ -213,7 +214,7 @@ impl Registry {
                 updated_at: now,
             };
             store.put_job_type(&jt)?;
-            tracing::info!(job_type = %name, "seeded built-in job type");
+            tracing::info!(job_type = %name, enabled = jt.enabled, "seeded built-in job type");
             types.insert(jt.name.clone(), jt);
         }
         Ok(Registry {
@@ -444,7 +445,10 @@ mod tests {
         let dir = TempDir::new().unwrap();
         let reg = open(&dir);
         let names: Vec<_> = reg.list().into_iter().map(|t| t.name).collect();
-        assert_eq!(names, ["echo", "flaky", "http.request", "sleep"]);
+        assert_eq!(
+            names,
+            ["echo", "flaky", "http.request", "shell.exec", "sleep"]
+        );
         let sleep = reg.get("sleep").unwrap();
         assert!(sleep.builtin && sleep.enabled);
         assert_eq!(sleep.handler, "sleep");
@@ -452,8 +456,57 @@ mod tests {
         assert_eq!(reg.handler("sleep").unwrap().name(), "sleep");
         assert_eq!(
             reg.handler_names(),
-            ["echo", "flaky", "http.request", "sleep"]
+            ["echo", "flaky", "http.request", "shell.exec", "sleep"]
         );
+    }
+
+    #[test]
+    fn seeding_follows_enabled_by_default() {
+        use crate::builtin::ShellPolicy;
+
+        let with_allowlist = || BuiltinConfig {
+            shell: ShellPolicy {
+                allow: vec!["true".into()],
+                ..ShellPolicy::default()
+            },
+            ..BuiltinConfig::default()
+        };
+        let reopen = |dir: &TempDir, cfg: &BuiltinConfig| {
+            let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+            Registry::open(store, builtin_handlers(cfg)).unwrap()
+        };
+
+        // No allowlist: `shell.exec` is seeded disabled, the rest enabled.
+        let dir = TempDir::new().unwrap();
+        {
+            let reg = open(&dir);
+            let shell = reg.get("shell.exec").unwrap();
+            assert!(shell.builtin && !shell.enabled);
+            assert_eq!(
+                (shell.defaults.max_attempts, shell.defaults.timeout_ms),
+                (1, 600_000)
+            );
+            assert!(reg.get("echo").unwrap().enabled);
+            assert!(matches!(
+                reg.validate_input("shell.exec", &json!({"argv": ["true"]})),
+                Err(RegistryError::Disabled(_))
+            ));
+        }
+        // A stored type is untouched when the allowlist appears later.
+        let reg = reopen(&dir, &with_allowlist());
+        assert!(!reg.get("shell.exec").unwrap().enabled);
+
+        // With an allowlist from the start it is seeded enabled.
+        let dir = TempDir::new().unwrap();
+        let reg = reopen(&dir, &with_allowlist());
+        assert!(reg.get("shell.exec").unwrap().enabled);
+        reg.validate_input("shell.exec", &json!({"argv": ["true"]}))
+            .unwrap();
+        match reg.validate_input("shell.exec", &json!({"argv": ["rm", "-rf", "/"]})) {
+            Err(RegistryError::Input(e)) => assert_eq!(e.field, "input.argv.0"),
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("a program off the allowlist was accepted"),
+        }
     }
 
     #[test]
@@ -511,7 +564,7 @@ mod tests {
             .unwrap_err();
         assert!(
             err.to_string()
-                .contains("available handlers: echo, flaky, http.request, sleep"),
+                .contains("available handlers: echo, flaky, http.request, shell.exec, sleep"),
             "{err}"
         );
     }

@@ -14,6 +14,7 @@
 //! - [`shutdown`]: SIGTERM drains and exits 0.
 //! - [`crash`]: SIGKILL under load loses nothing that was acknowledged.
 //! - [`smoke`]: `scripts/smoke.sh` against the binary.
+//! - [`shell`]: `shell.exec` is off until programs are allowlisted.
 
 mod harness;
 
@@ -26,6 +27,7 @@ mod job_types;
 mod jobs;
 mod operations;
 mod rate_limit;
+mod shell;
 mod shutdown;
 mod smoke;
 mod streams;

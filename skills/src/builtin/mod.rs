@@ -4,10 +4,12 @@
 //! - [`sleep`]: waits `ms` milliseconds.
 //! - [`flaky`]: fails its first `fail_times` attempts, for smoke tests and demos.
 //! - [`http`]: `http.request`, an outbound HTTP call to an allowlisted host.
+//! - [`shell`]: `shell.exec`, an allowlisted program run from an argv (never a shell string).
 
 pub mod echo;
 pub mod flaky;
 pub mod http;
+pub mod shell;
 pub mod sleep;
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use crate::net::NetPolicy;
 pub use echo::Echo;
 pub use flaky::Flaky;
 pub use http::HttpRequest;
+pub use shell::{ShellExec, ShellPolicy};
 pub use sleep::Sleep;
 
 /// The settings of the built-in handlers (the gateway builds it from its config).
@@ -31,6 +34,9 @@ pub struct BuiltinConfig {
     /// `max_response_bytes`; clamped to [`http::MAX_RESPONSE_BYTES_LIMIT`] (10 MiB). Inputs
     /// that do not ask get at most 1 MiB.
     pub http_max_response_bytes: usize,
+    /// What `shell.exec` may run (`RAUSKU_SHELL_ALLOW`), where and with which environment.
+    /// The default allows nothing, and the `shell.exec` type is then seeded disabled.
+    pub shell: ShellPolicy,
 }
 
 impl Default for BuiltinConfig {
@@ -38,6 +44,7 @@ impl Default for BuiltinConfig {
         BuiltinConfig {
             http: NetPolicy::default(),
             http_max_response_bytes: http::MAX_RESPONSE_BYTES_LIMIT,
+            shell: ShellPolicy::default(),
         }
     }
 }
@@ -52,6 +59,7 @@ pub fn builtin_handlers(cfg: &BuiltinConfig) -> Vec<DynHandler> {
             cfg.http.clone(),
             cfg.http_max_response_bytes,
         )),
+        Arc::new(ShellExec::new(cfg.shell.clone())),
     ]
 }
 
@@ -196,6 +204,9 @@ mod tests {
         let handlers = builtin_handlers(&BuiltinConfig::default());
         let mut names: Vec<_> = handlers.iter().map(|h| h.name()).collect();
         names.sort_unstable();
-        assert_eq!(names, ["echo", "flaky", "http.request", "sleep"]);
+        assert_eq!(
+            names,
+            ["echo", "flaky", "http.request", "shell.exec", "sleep"]
+        );
     }
 }
