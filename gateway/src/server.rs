@@ -9,7 +9,7 @@ use agentloop::{Backoff, CallbackConfig, Runtime, RuntimeConfig};
 use anyhow::Context;
 use channels::ApiKeys;
 use skills::Registry;
-use skills::builtin::{BuiltinConfig, ShellPolicy, builtin_handlers};
+use skills::builtin::{BuiltinConfig, ShellPolicy, builtin_handlers, memory_handlers};
 use skills::net::NetPolicy;
 use store::{Scope, Store, StoreConfig, Timestamp};
 use tokio::sync::watch;
@@ -33,7 +33,7 @@ impl Gateway {
     pub async fn start(config: Config, metrics: bool) -> anyhow::Result<Gateway> {
         let store = Store::open(StoreConfig::new(&config.data_dir))
             .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
-        let handlers = builtin_handlers(&BuiltinConfig {
+        let mut handlers = builtin_handlers(&BuiltinConfig {
             http: NetPolicy {
                 allowlist: config.http_allowlist.clone(),
                 allow_private: config.callback_allow_private,
@@ -45,6 +45,7 @@ impl Gateway {
             },
             ..BuiltinConfig::default()
         });
+        handlers.extend(memory_handlers(&store));
         let registry = Registry::open(store.clone(), handlers).context("cannot load job types")?;
         let secret = callback_secret(&config)?;
         let callbacks = CallbackConfig::new(

@@ -63,3 +63,7 @@ id_type!(
     /// Identifies one event, globally.
     EventId
 );
+id_type!(
+    /// Identifies one memory entry.
+    MemoryId
+);

@@ -6,6 +6,7 @@
 //! Layout:
 //! - [`ids`], [`time`]: identifiers (UUIDv7) and timestamps.
 //! - [`job`], [`job_type`], [`event`], [`keys`]: the domain model.
+//! - [`memory`]: memory entries per scope (global, session), keyword search, retention.
 //! - [`codec`]: the versioned, checksummed value format of every stored record.
 //! - [`store`]: the `Store` (sled trees, transactions, group commit) and its read/write API.
 //! - [`bus`]: broadcast of persisted events and gap-free subscriptions that resume from a seq.
@@ -18,15 +19,17 @@ pub mod ids;
 pub mod job;
 pub mod job_type;
 pub mod keys;
+pub mod memory;
 pub mod store;
 pub mod time;
 
 pub use bus::{EventBus, Follower};
 pub use error::StoreError;
 pub use event::{Event, GLOBAL_STREAM, NewEvent, StreamFilter};
-pub use ids::{EventId, JobId, KeyId};
+pub use ids::{EventId, JobId, KeyId, MemoryId};
 pub use job::{Job, JobState, Lease, LogLevel, LogLine, NewJob, job_stream};
 pub use job_type::{Approval, JobDefaults, JobType, Policy, Risk};
 pub use keys::{ApiKey, Scope};
+pub use memory::{MemoryEntry, MemoryError, MemoryHit, MemoryQuery, MemoryScope, MemoryWritten};
 pub use store::{CreateOutcome, IdempotencyScope, JobFilter, Store, StoreConfig, WriteTx};
 pub use time::Timestamp;

@@ -60,7 +60,8 @@ pub enum Tree {
     Meta,
     /// `scope ++ 0x00 ++ MemoryId` → `MemoryEntry` (see [`crate::memory`]).
     Memory,
-    /// `'e' ++ MemoryId` → `MemoryScope`; `'n' ++ scope` → entry count of the scope.
+    /// `'e' ++ MemoryId` → scope and seq; `'n' ++ scope` → scope stats;
+    /// `'q' ++ scope ++ 0x00 ++ seq` → `MemoryId` (see [`crate::memory`]).
     MemoryIndex,
 }
 
@@ -694,14 +695,13 @@ impl Store {
     /// Commits what is staged to sled (not flushed), so that range scans see every write made
     /// so far. Point reads never need it: they consult the pending changes.
     pub(crate) fn settle(&self) -> Result<(), StoreError> {
-        let staged = !self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .staged
-            .is_empty();
-        if staged {
+        let pending = {
+            let w = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            // A batch the committer is applying is not in sled yet either: `commit_staged`
+            // waits for it on the commit lock.
+            !w.staged.is_empty() || w.committing.is_some()
+        };
+        if pending {
             self.inner.commit_staged()?;
             self.inner.commit.notify();
         }

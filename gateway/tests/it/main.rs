@@ -15,6 +15,7 @@
 //! - [`crash`]: SIGKILL under load loses nothing that was acknowledged.
 //! - [`smoke`]: `scripts/smoke.sh` against the binary.
 //! - [`shell`]: `shell.exec` is off until programs are allowlisted.
+//! - [`memory`]: `memory.write` / `memory.search` jobs.
 
 mod harness;
 
@@ -25,6 +26,7 @@ mod errors;
 mod idempotency;
 mod job_types;
 mod jobs;
+mod memory;
 mod operations;
 mod rate_limit;
 mod shell;

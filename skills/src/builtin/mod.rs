@@ -9,6 +9,7 @@
 pub mod echo;
 pub mod flaky;
 pub mod http;
+pub mod memory;
 pub mod shell;
 pub mod sleep;
 
@@ -22,6 +23,7 @@ use crate::net::NetPolicy;
 pub use echo::Echo;
 pub use flaky::Flaky;
 pub use http::HttpRequest;
+pub use memory::{MemorySearch, MemoryWrite, memory_handlers};
 pub use shell::{ShellExec, ShellPolicy};
 pub use sleep::Sleep;
 

@@ -10,4 +10,5 @@ mod durability;
 mod events;
 mod idempotency;
 mod jobs;
+mod memory;
 mod support;
