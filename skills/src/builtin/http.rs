@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION};
 use reqwest::{Method, StatusCode, Url};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::{kind, object, opt_u64};
 use crate::handler::{AttemptOutcome, BoxFuture, Handler, InputError, JobContext};
@@ -103,7 +103,7 @@ impl Inner {
     }
 
     fn parse(&self, config: &Value, input: &Value) -> Result<Request, InputError> {
-        let merged = merge_config(config, input)?;
+        let merged = super::merge_config(config, input, "headers", true)?;
         let obj = object(&merged, FIELDS)?;
 
         let method = match obj.get("method") {
@@ -320,59 +320,6 @@ impl Handler for HttpRequest {
         let inner = Arc::clone(&self.inner);
         Box::pin(async move { inner.run(ctx, input).await })
     }
-}
-
-/// Merges the job type's fixed `config` into `input`; an input that sets a fixed field again is
-/// refused.
-fn merge_config(config: &Value, input: &Value) -> Result<Value, InputError> {
-    let fixed = match config {
-        Value::Null => return Ok(input.clone()),
-        Value::Object(fixed) => fixed,
-        other => {
-            return Err(InputError::new(
-                "config",
-                format!(
-                    "the job type's config must be an object, not {}",
-                    kind(other)
-                ),
-            ));
-        }
-    };
-    let mut merged: Map<String, Value> = match input {
-        Value::Object(obj) => obj.clone(),
-        Value::Null => Map::new(),
-        other => {
-            return Err(InputError::new(
-                "input",
-                format!("expected a JSON object, got {}", kind(other)),
-            ));
-        }
-    };
-    for (key, value) in fixed {
-        match (merged.get_mut(key), value) {
-            (None, _) => {
-                merged.insert(key.clone(), value.clone());
-            }
-            (Some(Value::Object(given)), Value::Object(fixed_map)) if key == "headers" => {
-                for (name, v) in fixed_map {
-                    if given.keys().any(|g| g.eq_ignore_ascii_case(name)) {
-                        return Err(InputError::new(
-                            format!("input.headers.{name}"),
-                            "fixed by the job type's config; leave it out",
-                        ));
-                    }
-                    given.insert(name.clone(), v.clone());
-                }
-            }
-            (Some(_), _) => {
-                return Err(InputError::new(
-                    format!("input.{key}"),
-                    "fixed by the job type's config; leave it out",
-                ));
-            }
-        }
-    }
-    Ok(Value::Object(merged))
 }
 
 /// The failure for a response whose status is not 2xx: 5xx, 429 and 408 may pass if retried;

@@ -50,7 +50,7 @@ impl MemoryWrite {
         MemoryWrite { store }
     }
 
-    /// The entry an input asks for, with a placeholder id and source.
+    /// The entry an input asks for; `run` then sets its id and source from the job.
     fn parse(input: &Value) -> Result<MemoryEntry, InputError> {
         let obj = object(input, WRITE_FIELDS)?;
         let scope = scope(obj)?;

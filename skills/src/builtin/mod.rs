@@ -212,3 +212,61 @@ mod tests {
         );
     }
 }
+
+/// Merges a job type's fixed `config` into a job's `input`; an input that sets a fixed field
+/// again is refused. The object field `map_field` (`headers`, `env`) is merged name by name
+/// instead, its names compared ignoring ASCII case if `ignore_case`.
+pub(crate) fn merge_config(
+    config: &Value,
+    input: &Value,
+    map_field: &str,
+    ignore_case: bool,
+) -> Result<Value, InputError> {
+    let fixed = match config {
+        Value::Null => return Ok(input.clone()),
+        Value::Object(fixed) => fixed,
+        other => {
+            return Err(InputError::new(
+                "config",
+                format!(
+                    "the job type's config must be an object, not {}",
+                    kind(other)
+                ),
+            ));
+        }
+    };
+    let mut merged: Map<String, Value> = match input {
+        Value::Object(obj) => obj.clone(),
+        Value::Null => Map::new(),
+        other => {
+            return Err(InputError::new(
+                "input",
+                format!("expected a JSON object, got {}", kind(other)),
+            ));
+        }
+    };
+    let pinned =
+        |field: String| InputError::new(field, "fixed by the job type's config; leave it out");
+    for (key, value) in fixed {
+        match (merged.get_mut(key), value) {
+            (None, _) => {
+                merged.insert(key.clone(), value.clone());
+            }
+            (Some(Value::Object(given)), Value::Object(fixed_map)) if key == map_field => {
+                for (name, v) in fixed_map {
+                    let clash = if ignore_case {
+                        given.keys().any(|g| g.eq_ignore_ascii_case(name))
+                    } else {
+                        given.contains_key(name)
+                    };
+                    if clash {
+                        return Err(pinned(format!("input.{map_field}.{name}")));
+                    }
+                    given.insert(name.clone(), v.clone());
+                }
+            }
+            (Some(_), _) => return Err(pinned(format!("input.{key}"))),
+        }
+    }
+    Ok(Value::Object(merged))
+}

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use store::{JobDefaults, LogLevel};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
@@ -287,7 +287,7 @@ impl ShellExec {
 }
 
 fn parse(policy: &ShellPolicy, config: &Value, input: &Value) -> Result<Exec, InputError> {
-    let merged = merge_config(config, input)?;
+    let merged = super::merge_config(config, input, "env", false)?;
     let obj = object(&merged, FIELDS)?;
 
     let argv: Vec<String> = match obj.get("argv") {
@@ -417,59 +417,6 @@ fn parse(policy: &ShellPolicy, config: &Value, input: &Value) -> Result<Exec, In
         // At most 10 MiB, so it fits.
         max_output: usize::try_from(max_output).unwrap_or(usize::MAX),
     })
-}
-
-/// Merges the job type's fixed `config` into `input`; an input that sets a fixed field again is
-/// refused. `env` maps are merged name by name.
-fn merge_config(config: &Value, input: &Value) -> Result<Value, InputError> {
-    let fixed = match config {
-        Value::Null => return Ok(input.clone()),
-        Value::Object(fixed) => fixed,
-        other => {
-            return Err(InputError::new(
-                "config",
-                format!(
-                    "the job type's config must be an object, not {}",
-                    kind(other)
-                ),
-            ));
-        }
-    };
-    let mut merged: Map<String, Value> = match input {
-        Value::Object(obj) => obj.clone(),
-        Value::Null => Map::new(),
-        other => {
-            return Err(InputError::new(
-                "input",
-                format!("expected a JSON object, got {}", kind(other)),
-            ));
-        }
-    };
-    for (key, value) in fixed {
-        match (merged.get_mut(key), value) {
-            (None, _) => {
-                merged.insert(key.clone(), value.clone());
-            }
-            (Some(Value::Object(given)), Value::Object(fixed_env)) if key == "env" => {
-                for (name, v) in fixed_env {
-                    if given.contains_key(name) {
-                        return Err(InputError::new(
-                            format!("input.env.{name}"),
-                            "fixed by the job type's config; leave it out",
-                        ));
-                    }
-                    given.insert(name.clone(), v.clone());
-                }
-            }
-            (Some(_), _) => {
-                return Err(InputError::new(
-                    format!("input.{key}"),
-                    "fixed by the job type's config; leave it out",
-                ));
-            }
-        }
-    }
-    Ok(Value::Object(merged))
 }
 
 /// The running child and its process group. Dropping it (the attempt's future was dropped on
