@@ -17,10 +17,7 @@ use store::{
 
 use crate::job_supervisor::{JobSupervisorMessage, SupervisorSnapshot};
 
-/// Longest timeout a job may ask for: one day.
-pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
-/// Most attempts a job may ask for.
-pub const MAX_ATTEMPTS: u32 = 100;
+pub use store::job::{MAX_ATTEMPTS, MAX_TIMEOUT_MS};
 
 /// A request to create a job, before validation.
 #[derive(Debug, Clone, Default)]

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use store::job::{MAX_ATTEMPTS, MAX_TIMEOUT_MS};
 
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -92,19 +93,19 @@ impl DefaultsPatch {
     fn apply(&self, base: &JobDefaults) -> Result<JobDefaults, RegistryError> {
         let mut out = base.clone();
         if let Some(n) = self.max_attempts {
-            if !(1..=100).contains(&n) {
+            if !(1..=MAX_ATTEMPTS).contains(&n) {
                 return Err(invalid(
                     "defaults.max_attempts",
-                    format!("{n} is out of range; use 1 to 100"),
+                    format!("{n} is out of range; use 1 to {MAX_ATTEMPTS}"),
                 ));
             }
             out.max_attempts = n;
         }
         if let Some(ms) = self.timeout_ms {
-            if !(1..=86_400_000).contains(&ms) {
+            if !(1..=MAX_TIMEOUT_MS).contains(&ms) {
                 return Err(invalid(
                     "defaults.timeout_ms",
-                    format!("{ms} is out of range; use 1 to 86400000 (24 h)"),
+                    format!("{ms} is out of range; use 1 to {MAX_TIMEOUT_MS} (24 h)"),
                 ));
             }
             out.timeout_ms = ms;

@@ -6,6 +6,11 @@ use serde_json::Value;
 use crate::ids::JobId;
 use crate::time::Timestamp;
 
+/// Most attempts a job may ask for.
+pub const MAX_ATTEMPTS: u32 = 100;
+/// Longest timeout a job may ask for: one day.
+pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
+
 /// Where a job is in its lifecycle:
 /// `queued → running → (retrying → running)* → succeeded | failed | cancelled`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
