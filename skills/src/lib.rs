@@ -6,11 +6,14 @@
 //! - [`net`]: the outbound-HTTP guard shared by `http.request` and callbacks: host allowlist,
 //!   refusal of loopback/private/link-local addresses, no redirects, capped responses.
 //! - [`registry`]: handlers by name and the persisted job types built over them.
+//! - [`schema`]: the JSON Schema subset a job type's `input_schema` may use, checked when the
+//!   type is created and enforced on every input before a job is created.
 
 pub mod builtin;
 pub mod handler;
 pub mod net;
 pub mod registry;
+pub mod schema;
 
 pub use handler::{AttemptOutcome, BoxFuture, DynHandler, Handler, InputError, JobContext, JobLog};
 pub use registry::{JobTypePatch, JobTypeSpec, Registry, RegistryError};

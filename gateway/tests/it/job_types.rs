@@ -145,3 +145,55 @@ async fn built_ins_new_types_patches_and_scopes() {
     assert_eq!(r.json["defaults"]["max_attempts"], 4);
     assert_eq!(r.json["description"], "v2");
 }
+
+#[tokio::test]
+async fn an_input_schema_rejects_bad_input_before_a_job_exists() {
+    let gw = Gateway::start().await;
+    let schema = serde_json::json!({
+        "type": "object",
+        "required": ["env"],
+        "properties": {"env": {"enum": ["staging", "production"]}},
+        "additionalProperties": false
+    });
+    let r = gw
+        .post(
+            "/v1/job-types",
+            serde_json::json!({"name": "deploy", "handler": "echo", "input_schema": schema}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = gw
+        .post(
+            "/v1/jobs",
+            serde_json::json!({"type": "deploy", "input": {"env": "dev"}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(
+        r.json["error"]["details"]["field"], "input.env",
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        gw.get("/v1/jobs?type=deploy").await.json["jobs"],
+        serde_json::json!([])
+    );
+    gw.create_job(serde_json::json!({"type": "deploy", "input": {"env": "staging"}}))
+        .await;
+    // A schema keyword that would not be enforced is refused when the type is created.
+    let r = gw
+        .post(
+            "/v1/job-types",
+            serde_json::json!({"name": "loose", "handler": "echo", "input_schema": {"type": "string", "pattern": "^a"}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.json["error"]["details"]["field"]
+            .as_str()
+            .unwrap()
+            .starts_with("input_schema"),
+        "{}",
+        r.text
+    );
+}
