@@ -331,6 +331,7 @@ impl Store {
             ops: Vec::new(),
             events: Vec::new(),
             jobs: HashMap::new(),
+            read: HashMap::new(),
         };
         let out = f(&mut tx)?;
         let staged = tx.stage()?;
@@ -759,22 +760,27 @@ pub struct WriteTx<'s> {
     events: Vec<NewEvent>,
     /// Jobs changed in this write: the state they had before it, and their new value.
     jobs: HashMap<JobId, (Option<JobState>, Job)>,
+    /// The state of each job this write read from the store, so `put_job` need not read it again.
+    read: HashMap<JobId, Option<JobState>>,
 }
 
 impl WriteTx<'_> {
     /// A job as this write sees it (its own changes included).
-    pub fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        match self.jobs.get(&id) {
-            Some((_, job)) => Ok(Some(job.clone())),
-            None => self.get(Tree::Jobs, &id.as_key()),
+    pub fn job(&mut self, id: JobId) -> Result<Option<Job>, StoreError> {
+        if let Some((_, job)) = self.jobs.get(&id) {
+            return Ok(Some(job.clone()));
         }
+        let job: Option<Job> = self.get(Tree::Jobs, &id.as_key())?;
+        self.read.insert(id, job.as_ref().map(|j| j.state));
+        Ok(job)
     }
 
     /// Stages a job's new value.
     pub fn put_job(&mut self, job: Job) -> Result<(), StoreError> {
-        let before = match self.jobs.get(&job.id) {
-            Some((before, _)) => *before,
-            None => self
+        let before = match (self.jobs.get(&job.id), self.read.get(&job.id)) {
+            (Some((before, _)), _) => *before,
+            (None, Some(read)) => *read,
+            (None, None) => self
                 .get::<Job>(Tree::Jobs, &job.id.as_key())?
                 .map(|j| j.state),
         };
