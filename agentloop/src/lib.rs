@@ -17,10 +17,12 @@ pub mod job_log;
 pub mod job_runner;
 pub mod job_supervisor;
 pub mod jobs;
+pub mod planner;
 pub mod runtime;
 
 pub use backoff::Backoff;
 pub use callbacks::{CallbackConfig, CallbackSnapshot};
 pub use job_supervisor::{RuntimeConfig, SupervisorSnapshot, SupervisorStats};
 pub use jobs::{CreateJob, JobError, JobService};
+pub use planner::{Decision, Observation, PlanError, PlanRequest, Planner, StepStatus, Trigger};
 pub use runtime::Runtime;

@@ -67,3 +67,15 @@ id_type!(
     /// Identifies one memory entry.
     MemoryId
 );
+id_type!(
+    /// Identifies a session (its key, e.g. `rest:deploy-bot`, is the name users see).
+    SessionId
+);
+id_type!(
+    /// Identifies one run of a session's agent loop.
+    RunId
+);
+id_type!(
+    /// Identifies an approval request.
+    ApprovalId
+);

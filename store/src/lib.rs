@@ -26,7 +26,7 @@ pub mod time;
 pub use bus::{EventBus, Follower};
 pub use error::StoreError;
 pub use event::{Event, GLOBAL_STREAM, NewEvent, StreamFilter};
-pub use ids::{EventId, JobId, KeyId, MemoryId};
+pub use ids::{ApprovalId, EventId, JobId, KeyId, MemoryId, RunId, SessionId};
 pub use job::{Job, JobState, Lease, LogLevel, LogLine, NewJob, job_stream};
 pub use job_type::{Approval, JobDefaults, JobType, Policy, Risk};
 pub use keys::{ApiKey, Scope};

@@ -1,0 +1,177 @@
+//! Planners: what a session's agent loop asks "what next?".
+//!
+//! A run is started by a [`Trigger`] (a message or a structured event). The session asks its
+//! [`Planner`] for a [`Decision`] with everything the run has seen so far (a [`PlanRequest`]):
+//! invoke a skill, reply, or finish. After each skill invocation the session records an
+//! [`Observation`] and asks again: that is re-planning, and the next decision may depend on
+//! what the last step returned.
+//!
+//! A planner is a pure function of its request: it keeps no per-run state of its own. That is
+//! what lets a run continue after a crash: the session rebuilds the request from its events and
+//! asks again, and a planner answers as it would have. A planner does no IO except through the
+//! provider it was built with (an LLM planner gets an HTTP client to its provider; the playbook
+//! planner needs none).
+//!
+//! Layout:
+//! - this module: the contract ([`Planner`], [`PlanRequest`], [`Decision`], [`Observation`]).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use store::{JobId, Risk, RunId, SessionId};
+
+/// A boxed, sendable future (planners are called from spawned tasks).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Decides the next step of a run.
+pub trait Planner: Send + Sync + 'static {
+    /// A short name, shown in `plan.decided` events and `/v1/runtime`.
+    fn name(&self) -> &str;
+
+    /// The next decision for the run described by `req`. An `Err` fails the run with the
+    /// error's message (it is not retried).
+    fn plan(&self, req: PlanRequest) -> BoxFuture<'static, Result<Decision, PlanError>>;
+}
+
+/// Why a planner could not decide. The message is shown to the user as the run's failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PlanError(pub String);
+
+/// What started a run: one message (text, maybe with data) or one structured event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// The channel the session belongs to: `rest`, `local`, `github`, `console`, …
+    pub channel: String,
+    pub session_id: SessionId,
+    /// The session key, e.g. `rest:ops` or `github:acme/api#42`.
+    pub session_key: String,
+    /// The message text; empty for a structured event without text.
+    #[serde(default)]
+    pub text: String,
+    /// The structured event kind, e.g. `pull_request.opened`; `None` for a plain message.
+    #[serde(default)]
+    pub event: Option<String>,
+    /// Structured data sent with the message, or the event's template context.
+    #[serde(default)]
+    pub data: Value,
+    /// Who sent it, when the channel knows (a GitHub login, a local user name).
+    #[serde(default)]
+    pub sender: Option<String>,
+    /// The seq of the `message.received` event in the session's stream.
+    pub message_seq: u64,
+}
+
+/// How an invoked step ended, as the planner sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// The job succeeded; `output` is its output.
+    Succeeded,
+    /// The job failed (attempts exhausted or not retryable); `error` says why.
+    Failed,
+    /// The job was cancelled (by hand, or by an interrupt of another run).
+    Cancelled,
+    /// An operator denied the approval, or it expired.
+    Denied,
+    /// The skill's policy does not allow it on this channel; no job was created.
+    Forbidden,
+    /// The skill is unknown or disabled, or the input was invalid; no job was created.
+    Invalid,
+}
+
+impl StepStatus {
+    pub fn is_success(self) -> bool {
+        self == StepStatus::Succeeded
+    }
+}
+
+/// One observed step of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// 1-based position of the step in its run.
+    pub step: u32,
+    /// The planner's own name for the step (a playbook's step name, an LLM's tool-call id).
+    pub step_id: String,
+    pub skill: String,
+    pub input: Value,
+    pub status: StepStatus,
+    /// The job's output (`null` unless it succeeded).
+    #[serde(default)]
+    pub output: Value,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The job that ran the step, if one was created.
+    #[serde(default)]
+    pub job_id: Option<JobId>,
+}
+
+/// A skill as a planner may offer it (to a user in `/help`, to an LLM as a tool).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkillInfo {
+    pub name: String,
+    pub description: String,
+    #[serde(default)]
+    pub input_schema: Option<Value>,
+    pub risk: Risk,
+    /// Whether invoking it from this session's channel needs an approval.
+    pub needs_approval: bool,
+}
+
+/// What a session knows about itself, for `/status`-like answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionStatus {
+    /// Runs started in this session, this one included.
+    pub runs: u64,
+    /// Messages waiting behind this run.
+    pub queued: usize,
+    /// The last finished runs, newest first (at most a few).
+    #[serde(default)]
+    pub recent: Vec<RunSummary>,
+}
+
+/// A finished run, in brief.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub run_id: RunId,
+    /// The text or event that started it.
+    pub trigger: String,
+    /// `finished`, `failed` or `interrupted`.
+    pub outcome: String,
+    pub steps: u32,
+}
+
+/// Everything a planner is told. Owned, so a planner may move it into its future.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanRequest {
+    pub run_id: RunId,
+    pub trigger: Trigger,
+    /// The steps observed so far in this run, in order.
+    pub history: Vec<Observation>,
+    /// Replies already sent in this run, in order.
+    pub replies: Vec<String>,
+    /// The skills this session's channel may invoke (enabled, allowed by policy), by name.
+    pub skills: Vec<SkillInfo>,
+    pub status: SessionStatus,
+}
+
+/// The planner's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    /// Run `skill` with `input` as a job, then ask again with its observation.
+    Invoke {
+        /// The planner's name for this step; it comes back in the [`Observation`].
+        step_id: String,
+        skill: String,
+        input: Value,
+    },
+    /// Send `text` to the session's channel, then ask again.
+    Reply { text: String },
+    /// End the run, with an optional last reply. `error` set means the run failed.
+    Finish {
+        #[serde(default)]
+        reply: Option<String>,
+        #[serde(default)]
+        error: Option<String>,
+    },
+}
