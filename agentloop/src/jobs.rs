@@ -101,6 +101,22 @@ impl JobService {
         req: CreateJob,
         idem: Option<IdempotencyScope>,
     ) -> Result<CreateOutcome, JobError> {
+        let job = self.prepare(req, idem.as_ref().map(|i| i.key.clone()))?;
+        let outcome = self.store.create_job(job, idem)?;
+        if let CreateOutcome::Created(job) = &outcome {
+            self.enqueue(job)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Validates a request and builds the job it asks for, without writing it: for callers that
+    /// write the job together with other changes ([`store::WriteTx::insert_job`]) and then call
+    /// [`JobService::enqueue`].
+    pub fn prepare(
+        &self,
+        req: CreateJob,
+        idempotency_key: Option<String>,
+    ) -> Result<Job, JobError> {
         let (job_type, _) = self.registry.validate_input(&req.job_type, &req.input)?;
         let max_attempts = req.max_attempts.unwrap_or(job_type.defaults.max_attempts);
         if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
@@ -127,8 +143,7 @@ impl JobService {
                 .check_url(url)
                 .map_err(|e| JobError::invalid("callback_url", e.to_string()))?;
         }
-        let now = Timestamp::now();
-        let job = Job::from_new(
+        Ok(Job::from_new(
             NewJob {
                 job_type: job_type.name,
                 input: req.input,
@@ -137,22 +152,22 @@ impl JobService {
                 run_at: req.run_at,
                 session_id: req.session_id,
                 run_id: req.run_id,
-                idempotency_key: idem.as_ref().map(|i| i.key.clone()),
+                idempotency_key,
                 callback_url: req.callback_url,
             },
-            now,
-        );
-        let outcome = self.store.create_job(job, idem)?;
-        if let CreateOutcome::Created(job) = &outcome {
-            self.supervisor
-                .send_message(JobSupervisorMessage::Enqueued {
-                    id: job.id,
-                    job_type: job.job_type.clone(),
-                    run_at: job.run_at,
-                })
-                .map_err(|_| JobError::Unavailable)?;
-        }
-        Ok(outcome)
+            Timestamp::now(),
+        ))
+    }
+
+    /// Tells the supervisor about a job written by the caller.
+    pub fn enqueue(&self, job: &Job) -> Result<(), JobError> {
+        self.supervisor
+            .send_message(JobSupervisorMessage::Enqueued {
+                id: job.id,
+                job_type: job.job_type.clone(),
+                run_at: job.run_at,
+            })
+            .map_err(|_| JobError::Unavailable)
     }
 
     pub fn get(&self, id: JobId) -> Result<Job, JobError> {

@@ -19,6 +19,9 @@ pub mod job_supervisor;
 pub mod jobs;
 pub mod planner;
 pub mod runtime;
+pub mod session;
+pub mod session_router;
+pub mod sessions;
 
 pub use backoff::Backoff;
 pub use callbacks::{CallbackConfig, CallbackSnapshot};
@@ -26,3 +29,8 @@ pub use job_supervisor::{RuntimeConfig, SupervisorSnapshot, SupervisorStats};
 pub use jobs::{CreateJob, JobError, JobService};
 pub use planner::{Decision, Observation, PlanError, PlanRequest, Planner, StepStatus, Trigger};
 pub use runtime::Runtime;
+pub use session::{SessionConfig, SessionDeps, SessionSnapshot};
+pub use session_router::{
+    Inbound, RouteError, Routed, RouterSnapshot, SessionRouter, SessionRouterMessage,
+};
+pub use sessions::SessionService;

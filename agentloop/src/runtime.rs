@@ -1,5 +1,6 @@
 //! Starting and stopping the job runtime's actors.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorRef, SpawnErr};
@@ -12,21 +13,30 @@ use crate::job_supervisor::{
     JobSupervisor, JobSupervisorArgs, JobSupervisorMessage, RuntimeConfig,
 };
 use crate::jobs::JobService;
+use crate::planner::Planner;
+use crate::session::{SessionConfig, SessionDeps};
+use crate::session_router::{SessionRouter, SessionRouterMessage};
+use crate::sessions::SessionService;
 
-/// The running job runtime.
+/// The running runtime: the job actors and the sessions.
 pub struct Runtime {
     pub jobs: JobService,
+    pub sessions: SessionService,
     supervisor: ActorRef<JobSupervisorMessage>,
     callbacks: ActorRef<CallbackMessage>,
+    router: ActorRef<SessionRouterMessage>,
 }
 
 impl Runtime {
-    /// Starts the callback dispatcher and the job supervisor (which recovers interrupted jobs).
+    /// Starts the callback dispatcher, the job supervisor (which recovers interrupted jobs) and
+    /// the session router (which resumes sessions with pending work).
     pub async fn start(
         store: Store,
         registry: Registry,
         config: RuntimeConfig,
         callbacks: CallbackConfig,
+        planner: Arc<dyn Planner>,
+        session_config: SessionConfig,
     ) -> Result<Runtime, SpawnErr> {
         let callbacks_enabled = !callbacks.net.allowlist.is_empty();
         let net = callbacks.net.clone();
@@ -40,15 +50,25 @@ impl Runtime {
         };
         let (supervisor, _) = Actor::spawn(None, JobSupervisor, args).await?;
         let jobs = JobService::new(
-            store,
-            registry,
+            store.clone(),
+            registry.clone(),
             supervisor.clone(),
             callbacks_enabled.then_some(net),
         );
+        let deps = Arc::new(SessionDeps {
+            store: store.clone(),
+            jobs: jobs.clone(),
+            registry,
+            planner,
+            config: session_config,
+        });
+        let (router, _) = Actor::spawn(None, SessionRouter, deps).await?;
         Ok(Runtime {
             jobs,
+            sessions: SessionService::new(store, router.clone()),
             supervisor,
             callbacks,
+            router,
         })
     }
 
@@ -56,13 +76,18 @@ impl Runtime {
         ractor::call!(self.callbacks, |reply| CallbackMessage::Snapshot { reply }).ok()
     }
 
-    /// Stops leasing, lets running attempts finish for up to `grace` (then stops and re-queues
+    /// Stops the sessions (they resume from their events at the next start), stops leasing,
+    /// lets running attempts finish for up to `grace` (then stops and re-queues
     /// them), and stops the actors.
     pub async fn shutdown(&self, grace: Duration) {
         info!(
             grace_ms = grace.as_millis() as u64,
             "draining the job runtime"
         );
+        let _ = self
+            .router
+            .stop_and_wait(None, Some(Duration::from_secs(5)))
+            .await;
         let _ = self
             .supervisor
             .call(

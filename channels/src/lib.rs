@@ -4,7 +4,10 @@
 //!
 //! Layout:
 //! - [`auth`]: `ApiKeys`: the bootstrap key, stored keys (hashed), scopes, constant-time checks.
+//! - [`local`]: `LocalChannel`: `rauskuclaw local`, stdin lines in, session events out.
 
 pub mod auth;
+pub mod local;
 
 pub use auth::{ApiKeys, AuthError, Principal};
+pub use local::{LocalChannel, LocalChannelArgs, LocalSummary};

@@ -40,6 +40,10 @@ pub struct RawConfig {
     pub shell_allow: Option<Vec<String>>,
     pub shell_workdirs: Option<Vec<PathBuf>>,
     pub shell_env: Option<Vec<String>>,
+    pub max_steps: Option<u32>,
+    pub run_timeout_secs: Option<u64>,
+    pub approval_timeout_secs: Option<u64>,
+    pub session_idle_secs: Option<u64>,
 }
 
 /// Environment variable names, and whether the value is a list.
@@ -66,6 +70,10 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("SHELL_ALLOW", Kind::List),
     ("SHELL_WORKDIRS", Kind::List),
     ("SHELL_ENV", Kind::List),
+    ("MAX_STEPS", Kind::Int),
+    ("RUN_TIMEOUT_SECS", Kind::Int),
+    ("APPROVAL_TIMEOUT_SECS", Kind::Int),
+    ("SESSION_IDLE_SECS", Kind::Int),
 ];
 
 #[derive(Clone, Copy)]
@@ -155,7 +163,11 @@ impl RawConfig {
             playbooks_dir,
             shell_allow,
             shell_workdirs,
-            shell_env
+            shell_env,
+            max_steps,
+            run_timeout_secs,
+            approval_timeout_secs,
+            session_idle_secs
         )
     }
 }
@@ -185,6 +197,8 @@ pub struct Config {
     pub shell_allow: Vec<String>,
     pub shell_workdirs: Vec<PathBuf>,
     pub shell_env: Vec<String>,
+    /// Limits and timeouts of the agent loop.
+    pub sessions: agentloop::SessionConfig,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
@@ -254,6 +268,25 @@ impl Config {
             shell_allow: raw.shell_allow.unwrap_or_default(),
             shell_workdirs: raw.shell_workdirs.unwrap_or_default(),
             shell_env: raw.shell_env.unwrap_or_default(),
+            sessions: agentloop::SessionConfig {
+                max_steps: positive("max_steps", raw.max_steps.map(u64::from), 16)? as u32,
+                run_timeout: Duration::from_secs(positive(
+                    "run_timeout_secs",
+                    raw.run_timeout_secs,
+                    30 * 60,
+                )?),
+                approval_timeout: Duration::from_secs(positive(
+                    "approval_timeout_secs",
+                    raw.approval_timeout_secs,
+                    30 * 60,
+                )?),
+                idle_timeout: Duration::from_secs(positive(
+                    "session_idle_secs",
+                    raw.session_idle_secs,
+                    5 * 60,
+                )?),
+                ..agentloop::SessionConfig::default()
+            },
         })
     }
 

@@ -88,6 +88,7 @@ impl From<StoreError> for ApiError {
                 ApiError::unavailable("the gateway is shutting down; retry shortly")
             }
             StoreError::JobNotFound(id) => ApiError::not_found(format!("job {id} not found")),
+            StoreError::Invalid(msg) => ApiError::invalid("body", msg),
             StoreError::Io(_) | StoreError::Locked { .. } => {
                 tracing::error!(error = %e, "store unavailable");
                 ApiError::unavailable("the store cannot be written right now; retry shortly")

@@ -20,6 +20,8 @@ pub enum StoreError {
     },
     #[error("job {0} not found")]
     JobNotFound(JobId),
+    #[error("{0}")]
+    Invalid(String),
     #[error("the store is shut down")]
     Closed,
 }

@@ -82,3 +82,32 @@ pub struct JobType {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
+
+/// What a skill's policy says about invoking it from a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyDecision {
+    Allow,
+    RequireApproval,
+    Forbid { reason: String },
+}
+
+impl Policy {
+    /// Whether a session on `channel` may invoke the skill, and with an approval or not.
+    pub fn decide(&self, channel: &str) -> PolicyDecision {
+        if !self.channels.is_empty() && !self.channels.iter().any(|c| c == channel) {
+            return PolicyDecision::Forbid {
+                reason: format!(
+                    "the skill's policy does not allow the `{channel}` channel (allowed: {})",
+                    self.channels.join(", ")
+                ),
+            };
+        }
+        match &self.approval {
+            Approval::Always => PolicyDecision::RequireApproval,
+            Approval::Channels(list) if list.iter().any(|c| c == channel) => {
+                PolicyDecision::RequireApproval
+            }
+            _ => PolicyDecision::Allow,
+        }
+    }
+}

@@ -6,6 +6,7 @@
 //! Layout:
 //! - [`ids`], [`time`]: identifiers (UUIDv7) and timestamps.
 //! - [`job`], [`job_type`], [`event`], [`keys`]: the domain model.
+//! - [`session`]: session summaries, message ingress with idempotency, approvals.
 //! - [`memory`]: memory entries per scope (global, session), keyword search, retention.
 //! - [`codec`]: the versioned, checksummed value format of every stored record.
 //! - [`store`]: the `Store` (sled trees, transactions, group commit) and its read/write API.
@@ -20,6 +21,7 @@ pub mod job;
 pub mod job_type;
 pub mod keys;
 pub mod memory;
+pub mod session;
 pub mod store;
 pub mod time;
 
@@ -28,8 +30,12 @@ pub use error::StoreError;
 pub use event::{Event, GLOBAL_STREAM, NewEvent, StreamFilter};
 pub use ids::{ApprovalId, EventId, JobId, KeyId, MemoryId, RunId, SessionId};
 pub use job::{Job, JobState, Lease, LogLevel, LogLine, NewJob, job_stream};
-pub use job_type::{Approval, JobDefaults, JobType, Policy, Risk};
+pub use job_type::{Approval, JobDefaults, JobType, Policy, PolicyDecision, Risk};
 pub use keys::{ApiKey, Scope};
 pub use memory::{MemoryEntry, MemoryError, MemoryHit, MemoryQuery, MemoryScope, MemoryWritten};
+pub use session::{
+    ApprovalRequest, ApprovalState, DecideError, MessageDedupe, MessageOutcome, NewMessage,
+    Session, SessionState, session_channel, session_stream,
+};
 pub use store::{CreateOutcome, IdempotencyScope, JobFilter, Store, StoreConfig, WriteTx};
 pub use time::Timestamp;

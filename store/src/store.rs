@@ -50,7 +50,8 @@ pub enum Tree {
     Streams,
     /// name → `JobType`.
     JobTypes,
-    /// `scope ++ 0x00 ++ key` → `IdempotencyRecord`.
+    /// `scope ++ 0x00 ++ key` → `IdempotencyRecord` (jobs); `m\0 ++ scope ++ 0x00 ++ key` → a
+    /// session message's record (see [`crate::session`]).
     Idempotency,
     /// `KeyId` → `ApiKey`.
     ApiKeys,
@@ -63,10 +64,16 @@ pub enum Tree {
     /// `'e' ++ MemoryId` → scope and seq; `'n' ++ scope` → scope stats;
     /// `'q' ++ scope ++ 0x00 ++ seq` → `MemoryId` (see [`crate::memory`]).
     MemoryIndex,
+    /// `SessionId` → `Session` (see [`crate::session`]).
+    Sessions,
+    /// session key → `SessionId`.
+    SessionKeys,
+    /// `ApprovalId` → `ApprovalRequest`.
+    Approvals,
 }
 
 impl Tree {
-    const ALL: [Tree; 11] = [
+    const ALL: [Tree; 14] = [
         Tree::Jobs,
         Tree::JobsActive,
         Tree::Events,
@@ -78,6 +85,9 @@ impl Tree {
         Tree::Meta,
         Tree::Memory,
         Tree::MemoryIndex,
+        Tree::Sessions,
+        Tree::SessionKeys,
+        Tree::Approvals,
     ];
 
     pub fn name(self) -> &'static str {
@@ -93,6 +103,9 @@ impl Tree {
             Tree::Meta => "meta",
             Tree::Memory => "memory",
             Tree::MemoryIndex => "memory_index",
+            Tree::Sessions => "sessions",
+            Tree::SessionKeys => "session_keys",
+            Tree::Approvals => "approvals",
         }
     }
 
@@ -126,6 +139,12 @@ impl StoreConfig {
 struct IdempotencyRecord {
     request_hash: String,
     job_id: JobId,
+    created_at: Timestamp,
+}
+
+/// Any idempotency record (of a job or of a session message), as far as purging is concerned.
+#[derive(Deserialize)]
+struct Stamped {
     created_at: Timestamp,
 }
 
@@ -330,6 +349,8 @@ impl Store {
             writer: &writer,
             ops: Vec::new(),
             events: Vec::new(),
+            heads: HashMap::new(),
+            head_error: None,
             jobs: HashMap::new(),
             read: HashMap::new(),
         };
@@ -421,12 +442,7 @@ impl Store {
                 };
                 tx.put(Tree::Idempotency, key, &rec);
             }
-            tx.append(NewEvent::new(
-                job.stream(),
-                "job.queued",
-                job_event_data(&job),
-            ));
-            tx.put_job(job.clone())?;
+            tx.insert_job(job.clone())?;
             Ok(CreateOutcome::Created(job))
         })
     }
@@ -437,7 +453,7 @@ impl Store {
         let mut stale = Vec::new();
         for item in self.tree(Tree::Idempotency).iter() {
             let (k, v) = item?;
-            let rec: IdempotencyRecord = decode(Tree::Idempotency.name(), &k, &v)?;
+            let rec: Stamped = decode(Tree::Idempotency.name(), &k, &v)?;
             if rec.created_at < cutoff {
                 stale.push(k);
             }
@@ -451,7 +467,7 @@ impl Store {
             let mut n = 0;
             for k in stale {
                 let still_stale = tx
-                    .get::<IdempotencyRecord>(Tree::Idempotency, &k)?
+                    .get::<Stamped>(Tree::Idempotency, &k)?
                     .is_some_and(|rec| rec.created_at < cutoff);
                 if still_stale {
                     tx.remove(Tree::Idempotency, k.to_vec());
@@ -757,7 +773,12 @@ pub struct WriteTx<'s> {
     /// The writer's state, locked for this write: reads see pending changes through it.
     writer: &'s WriterState,
     ops: Vec<Op>,
-    events: Vec<NewEvent>,
+    /// Staged events with the seq each was given in its stream.
+    events: Vec<(NewEvent, u64)>,
+    /// The last seq given in this write, per stream.
+    heads: HashMap<String, u64>,
+    /// A failure to read a stream's head in `append`, reported when the write is staged.
+    head_error: Option<StoreError>,
     /// Jobs changed in this write: the state they had before it, and their new value.
     jobs: HashMap<JobId, (Option<JobState>, Job)>,
     /// The state of each job this write read from the store, so `put_job` need not read it again.
@@ -788,9 +809,35 @@ impl WriteTx<'_> {
         Ok(())
     }
 
-    /// Stages an event; seqs are assigned at commit.
-    pub fn append(&mut self, event: NewEvent) {
-        self.events.push(event);
+    /// Stages a new job and its `job.queued` event.
+    pub fn insert_job(&mut self, job: Job) -> Result<(), StoreError> {
+        self.append(NewEvent::new(
+            job.stream(),
+            "job.queued",
+            job_event_data(&job),
+        ));
+        self.put_job(job)
+    }
+
+    /// Stages an event and returns the seq it will have in its stream.
+    pub fn append(&mut self, event: NewEvent) -> u64 {
+        let head = match self.heads.get(&event.stream) {
+            Some(h) => *h,
+            None => match self.writer.heads.get(&event.stream) {
+                Some(h) => *h,
+                None => match self.store.committed_stream_head(&event.stream) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        self.head_error.get_or_insert(e);
+                        0
+                    }
+                },
+            },
+        };
+        let seq = head + 1;
+        self.heads.insert(event.stream.clone(), seq);
+        self.events.push((event, seq));
+        seq
     }
 
     pub fn put<T: Serialize + ?Sized>(&mut self, tree: Tree, key: Vec<u8>, value: &T) {
@@ -852,19 +899,12 @@ impl WriteTx<'_> {
             }
         }
 
+        if let Some(e) = self.head_error.take() {
+            return Err(e);
+        }
         let now = Timestamp::now();
         let mut events = Vec::with_capacity(self.events.len());
-        let mut heads: HashMap<String, u64> = HashMap::new();
-        for (i, e) in self.events.drain(..).enumerate() {
-            let head = match heads.get(&e.stream) {
-                Some(h) => *h,
-                None => match writer.heads.get(&e.stream) {
-                    Some(h) => *h,
-                    None => store.committed_stream_head(&e.stream)?,
-                },
-            };
-            let seq = head + 1;
-            heads.insert(e.stream.clone(), seq);
+        for (i, (e, seq)) in self.events.drain(..).enumerate() {
             let global_seq = writer.next_global + i as u64;
             let event = Event {
                 stream: e.stream,
@@ -890,7 +930,7 @@ impl WriteTx<'_> {
         Ok(Staged {
             ops: self.ops,
             events,
-            heads,
+            heads: self.heads,
             counts,
         })
     }

@@ -6,6 +6,7 @@
 //! - [`cancel`]: cancelling running, queued and finished jobs.
 //! - [`scheduling`]: `run_at`, per-type and global concurrency.
 //! - [`recovery`]: crash recovery, stale attempt reports, graceful drain.
+//! - [`sessions`]: sessions and the agent loop (with a scripted planner).
 //! - [`callbacks`]: signed, allowlisted, retried callback deliveries to a real HTTP server.
 
 mod callbacks;
@@ -13,4 +14,5 @@ mod cancel;
 mod execution;
 mod recovery;
 mod scheduling;
+mod sessions;
 mod support;

@@ -7,7 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use agentloop::{Backoff, CallbackConfig, CreateJob, Runtime, RuntimeConfig, SupervisorSnapshot};
+use agentloop::planner::BoxFuture as PlanFuture;
+use agentloop::{
+    Backoff, CallbackConfig, CreateJob, Decision, PlanError, PlanRequest, Planner, Runtime,
+    RuntimeConfig, SessionConfig, SupervisorSnapshot,
+};
 use serde_json::{Value, json};
 use skills::builtin::{BuiltinConfig, builtin_handlers};
 use skills::net::NetPolicy;
@@ -256,6 +260,7 @@ pub struct Harness {
 pub struct Options {
     pub config: RuntimeConfig,
     pub callbacks: CallbackConfig,
+    pub sessions: SessionConfig,
 }
 
 impl Default for Options {
@@ -263,7 +268,56 @@ impl Default for Options {
         Options {
             config: runtime_config(8),
             callbacks: no_callbacks(),
+            sessions: SessionConfig::default(),
         }
+    }
+}
+
+/// A planner for testing the session actor: the message text is a JSON script
+/// `{"steps": [{"skill", "input"}], "on_failure": {"skill", "input"}?, "reply"?}`. It invokes
+/// the steps in order; after a step that did not succeed it invokes `on_failure` once (if
+/// given) and then finishes as failed; after the last step it finishes with `reply`.
+pub struct ScriptPlanner;
+
+impl Planner for ScriptPlanner {
+    fn name(&self) -> &str {
+        "script"
+    }
+
+    fn plan(&self, req: PlanRequest) -> PlanFuture<'static, Result<Decision, PlanError>> {
+        Box::pin(async move {
+            let script: Value = serde_json::from_str(&req.trigger.text)
+                .map_err(|e| PlanError(format!("not a script: {e}")))?;
+            let steps = script["steps"].as_array().cloned().unwrap_or_default();
+            let invoke = |id: String, step: &Value| Decision::Invoke {
+                step_id: id,
+                skill: step["skill"].as_str().unwrap_or_default().to_owned(),
+                input: step["input"].clone(),
+            };
+            if let Some(failed) = req.history.iter().find(|o| !o.status.is_success()) {
+                let recovered = req.history.iter().any(|o| o.step_id == "on_failure");
+                if !recovered && !script["on_failure"].is_null() {
+                    return Ok(invoke("on_failure".into(), &script["on_failure"]));
+                }
+                return Ok(Decision::Finish {
+                    reply: Some(format!("step {} {:?}", failed.step_id, failed.status)),
+                    error: Some(
+                        failed
+                            .error
+                            .clone()
+                            .unwrap_or_else(|| format!("{:?}", failed.status).to_lowercase()),
+                    ),
+                });
+            }
+            let next = req.history.len();
+            match steps.get(next) {
+                Some(step) => Ok(invoke(format!("s{next}"), step)),
+                None => Ok(Decision::Finish {
+                    reply: script["reply"].as_str().map(str::to_owned),
+                    error: None,
+                }),
+            }
+        })
     }
 }
 
@@ -282,9 +336,16 @@ impl Harness {
         let block = Probe::new("block");
         let gate = Probe::new("gate");
         let registry = registry(&store, &block, &gate);
-        let runtime = Runtime::start(store.clone(), registry, options.config, options.callbacks)
-            .await
-            .expect("runtime starts");
+        let runtime = Runtime::start(
+            store.clone(),
+            registry,
+            options.config,
+            options.callbacks,
+            Arc::new(ScriptPlanner),
+            options.sessions,
+        )
+        .await
+        .expect("runtime starts");
         Harness {
             store,
             runtime,

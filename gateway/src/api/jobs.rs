@@ -142,6 +142,21 @@ fn idempotency(
     raw: &Value,
     state: &AppState,
 ) -> Result<Option<IdempotencyScope>, ApiError> {
+    Ok(
+        idempotency_key(headers, raw)?.map(|(key, request_hash)| IdempotencyScope {
+            scope: principal.id.clone(),
+            key,
+            request_hash,
+            retention: state.config.idempotency_retention,
+        }),
+    )
+}
+
+/// The request's `Idempotency-Key`, checked, and a hash of its JSON body.
+pub(crate) fn idempotency_key(
+    headers: &HeaderMap,
+    raw: &Value,
+) -> Result<Option<(String, String)>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -157,12 +172,10 @@ fn idempotency(
         })?;
     // serde_json's maps are sorted, so equal JSON bodies hash equally whatever their key order.
     let canonical = serde_json::to_vec(raw).unwrap_or_default();
-    Ok(Some(IdempotencyScope {
-        scope: principal.id.clone(),
-        key: key.to_string(),
-        request_hash: hex::encode(Sha256::digest(&canonical)),
-        retention: state.config.idempotency_retention,
-    }))
+    Ok(Some((
+        key.to_string(),
+        hex::encode(Sha256::digest(&canonical)),
+    )))
 }
 
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery),

@@ -1,11 +1,13 @@
 //! Route handlers, one module per resource.
 
+pub mod approvals;
 pub mod events;
 pub mod job_types;
 pub mod jobs;
 pub mod keys;
 pub mod openapi;
 pub mod runtime;
+pub mod sessions;
 pub mod sse;
 
 use serde::Serialize;

@@ -7,7 +7,7 @@ use crate::api;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "RauskuClaw", description = "Self-hosted orchestration gateway: durable jobs, skills, events."),
+    info(title = "RauskuClaw", description = "Self-hosted orchestration gateway: durable jobs, skills, sessions with an agent loop, approvals, events."),
     paths(
         api::runtime::health, api::runtime::metrics, api::runtime::runtime,
         api::jobs::create, api::jobs::list, api::jobs::get_one, api::jobs::cancel, api::jobs::retry,
@@ -15,6 +15,9 @@ use crate::api;
         api::job_types::list, api::job_types::get_one, api::job_types::create, api::job_types::patch,
         api::keys::list, api::keys::create, api::keys::revoke,
         api::events::list, api::events::stream,
+        api::sessions::list, api::sessions::get_one, api::sessions::send, api::sessions::interrupt,
+        api::sessions::events, api::sessions::stream,
+        api::approvals::list, api::approvals::decide,
         openapi,
     ),
     modifiers(&Security),
