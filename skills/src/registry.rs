@@ -14,7 +14,7 @@ use store::job::{MAX_ATTEMPTS, MAX_TIMEOUT_MS};
 
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
-use store::{JobDefaults, JobType, Policy, Store, StoreError, Timestamp};
+use store::{JobDefaults, JobType, JobTypeSource, Policy, Store, StoreError, Timestamp};
 
 use crate::handler::{DynHandler, InputError};
 use crate::schema;
@@ -220,7 +220,7 @@ impl Registry {
                 defaults: handler.defaults(),
                 input_schema: None,
                 policy: Policy::default(),
-                builtin: true,
+                source: JobTypeSource::Builtin,
                 created_at: now,
                 updated_at: now,
             };
@@ -316,7 +316,7 @@ impl Registry {
             defaults,
             input_schema: spec.input_schema,
             policy: spec.policy.unwrap_or_default(),
-            builtin: false,
+            source: JobTypeSource::Api,
             created_at: now,
             updated_at: now,
         };
@@ -464,7 +464,7 @@ mod tests {
             ["echo", "flaky", "http.request", "shell.exec", "sleep"]
         );
         let sleep = reg.get("sleep").unwrap();
-        assert!(sleep.builtin && sleep.enabled);
+        assert!(sleep.source.is_builtin() && sleep.enabled);
         assert_eq!(sleep.handler, "sleep");
         assert_eq!(sleep.defaults.timeout_ms, 3_600_000);
         assert_eq!(reg.handler("sleep").unwrap().name(), "sleep");
@@ -495,7 +495,7 @@ mod tests {
         {
             let reg = open(&dir);
             let shell = reg.get("shell.exec").unwrap();
-            assert!(shell.builtin && !shell.enabled);
+            assert!(shell.source.is_builtin() && !shell.enabled);
             assert_eq!(
                 (shell.defaults.max_attempts, shell.defaults.timeout_ms),
                 (1, 600_000)
@@ -565,7 +565,8 @@ mod tests {
             jt.defaults.timeout_ms, 3_600_000,
             "falls back to the handler's default"
         );
-        assert!(jt.enabled && !jt.builtin);
+        assert!(jt.enabled);
+        assert_eq!(jt.source, JobTypeSource::Api);
         assert_eq!(reg.handler("slow-sleep").unwrap().name(), "sleep");
         assert_eq!(reg.get("slow-sleep"), Some(jt));
 
