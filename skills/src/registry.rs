@@ -284,42 +284,45 @@ impl Registry {
         }
     }
 
-    /// Creates a job type over an existing handler and persists it.
-    pub fn create(&self, spec: JobTypeSpec) -> Result<JobType, RegistryError> {
+    /// The job type `spec` describes, checked as `create` checks it (name, handler,
+    /// description, defaults, input schema) but neither stored nor compared with existing types.
+    pub(crate) fn build(
+        &self,
+        spec: JobTypeSpec,
+        source: JobTypeSource,
+    ) -> Result<JobType, RegistryError> {
         check_name(&spec.name)?;
         let handler = self
             .inner
             .handlers
             .get(spec.handler.as_str())
             .ok_or_else(|| self.unknown_handler(&spec.handler))?;
-        let description = match spec.description {
-            Some(d) => check_description(d)?,
-            None => handler.description().to_owned(),
-        };
+        check_spec(&spec)?;
         let defaults = spec
             .defaults
             .unwrap_or_default()
             .apply(&handler.defaults())?;
-        if let Some(schema) = &spec.input_schema {
-            schema::check_schema(schema).map_err(|e| RegistryError::Invalid {
-                field: e.field,
-                message: e.message,
-            })?;
-        }
         let now = Timestamp::now();
-        let jt = JobType {
+        Ok(JobType {
             name: spec.name,
-            description,
+            description: spec
+                .description
+                .unwrap_or_else(|| handler.description().to_owned()),
             handler: handler.name().to_owned(),
             enabled: spec.enabled.unwrap_or(true),
             config: spec.config.unwrap_or(Value::Null),
             defaults,
             input_schema: spec.input_schema,
             policy: spec.policy.unwrap_or_default(),
-            source: JobTypeSource::Api,
+            source,
             created_at: now,
             updated_at: now,
-        };
+        })
+    }
+
+    /// Creates a job type over an existing handler and persists it.
+    pub fn create(&self, spec: JobTypeSpec) -> Result<JobType, RegistryError> {
+        let jt = self.build(spec, JobTypeSource::Api)?;
         // Holding the write lock over the (non-flushing) store write makes check-and-insert
         // atomic against a concurrent create of the same name.
         let mut types = self.write();
@@ -334,7 +337,9 @@ impl Registry {
 
     /// Changes a job type's `enabled`, `description` or `defaults` and persists it.
     pub fn patch(&self, name: &str, patch: JobTypePatch) -> Result<JobType, RegistryError> {
-        let description = patch.description.map(check_description).transpose()?;
+        if let Some(description) = &patch.description {
+            check_description(description)?;
+        }
         let mut types = self.write();
         let mut jt = types
             .get(name)
@@ -343,7 +348,7 @@ impl Registry {
         if let Some(enabled) = patch.enabled {
             jt.enabled = enabled;
         }
-        if let Some(description) = description {
+        if let Some(description) = patch.description {
             jt.description = description;
         }
         if let Some(defaults) = &patch.defaults {
@@ -411,7 +416,7 @@ fn check_name(name: &str) -> Result<(), RegistryError> {
     if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
         return Err(invalid(
             "name",
-            format!("`{name}` does not start with a letter; {RULE}"),
+            format!("`{name}` does not start with a lowercase letter; {RULE}"),
         ));
     }
     if let Some(bad) = name
@@ -426,14 +431,33 @@ fn check_name(name: &str) -> Result<(), RegistryError> {
     Ok(())
 }
 
-fn check_description(description: String) -> Result<String, RegistryError> {
+fn check_description(description: &str) -> Result<(), RegistryError> {
     if description.chars().count() > MAX_DESCRIPTION_LEN {
         return Err(invalid(
             "description",
             format!("too long; use at most {MAX_DESCRIPTION_LEN} characters"),
         ));
     }
-    Ok(description)
+    Ok(())
+}
+
+/// The checks of a spec that need no registry: the name, the description's length, the ranges
+/// of the defaults given, and the input schema. Manifests run them when they are read.
+pub(crate) fn check_spec(spec: &JobTypeSpec) -> Result<(), RegistryError> {
+    check_name(&spec.name)?;
+    if let Some(description) = &spec.description {
+        check_description(description)?;
+    }
+    if let Some(defaults) = &spec.defaults {
+        defaults.apply(&JobDefaults::default())?;
+    }
+    if let Some(schema) = &spec.input_schema {
+        schema::check_schema(schema).map_err(|e| RegistryError::Invalid {
+            field: e.field,
+            message: e.message,
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
