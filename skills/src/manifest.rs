@@ -56,6 +56,8 @@ use crate::registry::{DefaultsPatch, JobTypeSpec, RegistryError, check_spec};
 /// A directory of manifests as read by [`load_dir`].
 #[derive(Debug, Clone, Default)]
 pub struct ManifestSet {
+    /// The directory read.
+    pub dir: PathBuf,
     /// The files that parsed and passed the checks that need no registry, in file name order;
     /// no two define the same name.
     pub manifests: Vec<Manifest>,
@@ -75,6 +77,14 @@ pub struct Manifest {
     pub digest: String,
     /// The file's text, to point errors found later (an unknown handler) at a line.
     text: String,
+}
+
+impl ManifestSet {
+    /// Whether the directory itself could not be read (or listed), so the set may be missing
+    /// files that are there: a reload then removes nothing.
+    pub fn dir_failed(&self) -> bool {
+        self.errors.iter().any(|e| e.path == self.dir)
+    }
 }
 
 impl Manifest {
@@ -208,7 +218,10 @@ struct RawManifest {
 /// Reads every `*.toml` file directly in `dir`, in file name order. A directory that cannot be
 /// read is one error naming it; an empty one is an empty set.
 pub fn load_dir(dir: &Path) -> ManifestSet {
-    let mut set = ManifestSet::default();
+    let mut set = ManifestSet {
+        dir: dir.to_owned(),
+        ..ManifestSet::default()
+    };
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {

@@ -4,11 +4,16 @@
 //! Each built-in handler gets a job type of the same name the first time the registry opens a
 //! store; after that the stored types are the truth (an operator may have disabled one).
 //!
+//! Job types also come from skill manifests ([`crate::manifest`]): `apply_manifests` adds,
+//! rewrites and removes the ones a manifest defines, and leaves built-in and API-created types
+//! alone. Every job type records where it came from in `JobType::source`.
+//!
 //! Writes go to the store first, then to the in-memory map. The mutating methods are sync and do
 //! not wait for the disk: a caller that acknowledges a change to a client awaits
 //! `Store::durable()` first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use store::job::{MAX_ATTEMPTS, MAX_TIMEOUT_MS};
 
@@ -17,6 +22,7 @@ use serde_json::Value;
 use store::{JobDefaults, JobType, JobTypeSource, Policy, Store, StoreError, Timestamp};
 
 use crate::handler::{DynHandler, InputError};
+use crate::manifest::{self, Manifest, ManifestError, ManifestSet, ReloadReport};
 use crate::schema;
 
 /// The longest job type name.
@@ -361,6 +367,121 @@ impl Registry {
         Ok(jt)
     }
 
+    /// Brings the manifest-defined job types in line with `set` (see [`crate::manifest`] for
+    /// the format), persisting every change in one store write, and says what changed.
+    ///
+    /// The rules:
+    /// - A valid manifest creates its job type (`added`) or, if its definition or file differs
+    ///   from the one last applied, rewrites it (`changed`; the creation time is kept). A
+    ///   manifest whose definition and file are as last applied leaves the stored type alone
+    ///   (`unchanged`): changes an operator made through `PATCH` (`enabled`, `description`,
+    ///   `defaults`) last until the manifest itself changes, and are then overwritten by it.
+    /// - A manifest is checked as `create` checks a request, plus: its handler exists, and its
+    ///   name is not taken by a built-in or API-created type (that type stays) nor by a type
+    ///   still owned by another manifest file that has errors.
+    /// - A file that fails (to read, parse or check) keeps whatever it defined before in force,
+    ///   unchanged.
+    /// - A type last defined by a manifest that no file defines any more is removed from the
+    ///   registry and the store (`removed`), unless the file that defined it failed, or the
+    ///   directory could not be read (or listed): then nothing is removed. Jobs of a removed
+    ///   type that are already queued fail when they run, as for any unknown type.
+    ///
+    /// `Err` only if the store write fails, in which case nothing changed.
+    pub fn apply_manifests(&self, set: &ManifestSet) -> Result<ReloadReport, RegistryError> {
+        let mut errors = set.errors.clone();
+        let mut built: Vec<(&Manifest, JobType)> = Vec::new();
+        for manifest in &set.manifests {
+            let source = JobTypeSource::Manifest {
+                path: manifest.path.to_string_lossy().into_owned(),
+                digest: manifest.digest.clone(),
+            };
+            match self.build(manifest.spec.clone(), source) {
+                Ok(jt) => built.push((manifest, jt)),
+                Err(e) => errors.push(manifest.registry_error(&e)),
+            }
+        }
+
+        // Held to the end, so no create or patch interleaves with the reload.
+        let mut types = self.write();
+        // A manifest refused for its name keeps its file's old types in force, which may be a
+        // name another manifest claims: repeat until no more are refused.
+        while let Some((i, message)) = built.iter().enumerate().find_map(|(i, (manifest, jt))| {
+            name_taken(types.get(&jt.name), manifest, &errors).map(|message| (i, message))
+        }) {
+            let (manifest, _) = built.remove(i);
+            errors.push(manifest.error("name", message));
+        }
+
+        let mut report = ReloadReport::default();
+        let mut put = Vec::new();
+        for (_, mut jt) in built {
+            match types.get(&jt.name) {
+                None => {
+                    report.added.push(jt.name.clone());
+                    put.push(jt);
+                }
+                Some(existing) if existing.source == jt.source => {
+                    report.unchanged.push(jt.name.clone());
+                }
+                Some(existing) => {
+                    jt.created_at = existing.created_at;
+                    report.changed.push(jt.name.clone());
+                    put.push(jt);
+                }
+            }
+        }
+        let defined: BTreeSet<&str> = report
+            .added
+            .iter()
+            .chain(&report.changed)
+            .chain(&report.unchanged)
+            .map(String::as_str)
+            .collect();
+        let keep_all = set.dir_failed();
+        report.removed = types
+            .values()
+            .filter(|jt| {
+                !keep_all
+                    && jt.source.manifest_path().is_some_and(|path| {
+                        !defined.contains(jt.name.as_str()) && !failed(path, &errors)
+                    })
+            })
+            .map(|jt| jt.name.clone())
+            .collect();
+
+        self.inner.store.write_job_types(&put, &report.removed)?;
+        for jt in put {
+            types.insert(jt.name.clone(), jt);
+        }
+        for name in &report.removed {
+            types.remove(name);
+        }
+        drop(types);
+
+        for e in &errors {
+            tracing::warn!(error = %e, "skill manifest not applied");
+        }
+        errors.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
+        report.errors = errors;
+        report.added.sort();
+        report.changed.sort();
+        report.unchanged.sort();
+        tracing::info!(
+            added = ?report.added,
+            changed = ?report.changed,
+            removed = ?report.removed,
+            unchanged = report.unchanged.len(),
+            errors = report.errors.len(),
+            "applied skill manifests"
+        );
+        Ok(report)
+    }
+
+    /// Reads the manifests in `dir` and applies them: what start-up and a reload do.
+    pub fn load_manifests(&self, dir: &Path) -> Result<ReloadReport, RegistryError> {
+        self.apply_manifests(&manifest::load_dir(dir))
+    }
+
     /// Checks that a job of type `type_name` with `input` may be created: the type exists, is
     /// enabled, its handler is present, and the input matches the type's `input_schema` (if any)
     /// and then passes the handler's own checks. Returns the type and its handler.
@@ -401,6 +522,39 @@ impl Registry {
         handler.validate(&jt.config, input)?;
         Ok((jt, handler))
     }
+}
+
+/// Why `manifest` may not define the job type `existing` (of the same name), if it may not.
+fn name_taken(
+    existing: Option<&JobType>,
+    manifest: &Manifest,
+    errors: &[ManifestError],
+) -> Option<String> {
+    let existing = existing?;
+    let name = &existing.name;
+    match &existing.source {
+        JobTypeSource::Builtin => Some(format!(
+            "job type `{name}` is built in and a manifest cannot replace it; pick another name"
+        )),
+        JobTypeSource::Api => Some(format!(
+            "job type `{name}` was created through the API and a manifest cannot replace it; \
+             pick another name"
+        )),
+        JobTypeSource::Manifest { path, .. }
+            if Path::new(path) != manifest.path && failed(path, errors) =>
+        {
+            Some(format!(
+                "job type `{name}` is still defined by {path}, which has errors; fix or remove \
+                 that file first, or pick another name"
+            ))
+        }
+        JobTypeSource::Manifest { .. } => None,
+    }
+}
+
+/// Whether the manifest file `path` failed in this reload.
+fn failed(path: &str, errors: &[ManifestError]) -> bool {
+    errors.iter().any(|e| e.path == Path::new(path))
 }
 
 /// Job type names: 1–64 characters of `a-z 0-9 . _ -`, starting with a letter.
@@ -814,6 +968,65 @@ mod tests {
         }
         // The built-in type has no schema: `echo` still takes anything.
         reg.validate_input("echo", &json!("main")).unwrap();
+    }
+
+    #[test]
+    fn apply_manifests_records_the_source_and_refuses_taken_names() {
+        use std::path::PathBuf;
+
+        let dir = TempDir::new().unwrap();
+        let reg = open(&dir);
+        let parse = |file: &str, text: &str| crate::manifest::parse(Path::new(file), text).unwrap();
+        let lint = parse(
+            "skills/lint.toml",
+            "name = \"lint\"\ndescription = \"Lint\"\nhandler = \"echo\"\n",
+        );
+        let sleep = parse(
+            "skills/sleep.toml",
+            "name = \"sleep\"\ndescription = \"Mine\"\nhandler = \"echo\"\n",
+        );
+        let set = ManifestSet {
+            dir: PathBuf::from("skills"),
+            manifests: vec![lint.clone(), sleep],
+            errors: vec![],
+        };
+        let report = reg.apply_manifests(&set).unwrap();
+        assert_eq!(report.added, ["lint"]);
+        let [e] = &report.errors[..] else {
+            panic!("{report:?}")
+        };
+        assert_eq!(
+            e.to_string(),
+            "skills/sleep.toml:1:1: job type `sleep` is built in and a manifest cannot replace \
+             it; pick another name"
+        );
+        assert_eq!(
+            reg.get("lint").unwrap().source,
+            JobTypeSource::Manifest {
+                path: "skills/lint.toml".into(),
+                digest: lint.digest.clone(),
+            }
+        );
+        assert!(reg.get("sleep").unwrap().source.is_builtin());
+
+        // The same manifest under an API-created name.
+        let set = ManifestSet {
+            manifests: vec![],
+            ..set
+        };
+        assert_eq!(reg.apply_manifests(&set).unwrap().removed, ["lint"]);
+        reg.create(spec(json!({"name": "lint", "handler": "echo"})))
+            .unwrap();
+        let set = ManifestSet {
+            manifests: vec![lint],
+            ..set
+        };
+        let report = reg.apply_manifests(&set).unwrap();
+        assert!(
+            report.errors[0].message.contains("created through the API"),
+            "{report:?}"
+        );
+        assert_eq!(reg.get("lint").unwrap().source, JobTypeSource::Api);
     }
 
     #[test]
