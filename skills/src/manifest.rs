@@ -38,7 +38,8 @@
 //! per file that did not, with the line and column of the problem (`skills/build.toml:3:10:
 //! …`). [`Registry::apply_manifests`](crate::Registry::apply_manifests) then checks what needs
 //! the registry (the handler exists, the name is not a built-in or API-created type) and
-//! brings the stored job types in line with the set, returning a [`ReloadReport`].
+//! brings the stored job types in line with the set, returning a [`ReloadReport`]; its doc
+//! states the reload rules. `skills/MANIFESTS.md` is the same for operators.
 
 use std::collections::BTreeMap;
 use std::fmt;
