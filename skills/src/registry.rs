@@ -4,19 +4,25 @@
 //! Each built-in handler gets a job type of the same name the first time the registry opens a
 //! store; after that the stored types are the truth (an operator may have disabled one).
 //!
+//! Job types also come from skill manifests ([`crate::manifest`]): `apply_manifests` adds,
+//! rewrites and removes the ones a manifest defines, and leaves built-in and API-created types
+//! alone. Every job type records where it came from in `JobType::source`.
+//!
 //! Writes go to the store first, then to the in-memory map. The mutating methods are sync and do
 //! not wait for the disk: a caller that acknowledges a change to a client awaits
 //! `Store::durable()` first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use store::job::{MAX_ATTEMPTS, MAX_TIMEOUT_MS};
 
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
-use store::{JobDefaults, JobType, Policy, Store, StoreError, Timestamp};
+use store::{JobDefaults, JobType, JobTypeSource, Policy, Store, StoreError, Timestamp};
 
 use crate::handler::{DynHandler, InputError};
+use crate::manifest::{self, Manifest, ManifestError, ManifestSet, ReloadReport};
 use crate::schema;
 
 /// The longest job type name.
@@ -220,7 +226,7 @@ impl Registry {
                 defaults: handler.defaults(),
                 input_schema: None,
                 policy: Policy::default(),
-                builtin: true,
+                source: JobTypeSource::Builtin,
                 created_at: now,
                 updated_at: now,
             };
@@ -284,42 +290,45 @@ impl Registry {
         }
     }
 
-    /// Creates a job type over an existing handler and persists it.
-    pub fn create(&self, spec: JobTypeSpec) -> Result<JobType, RegistryError> {
+    /// The job type `spec` describes, checked as `create` checks it (name, handler,
+    /// description, defaults, input schema) but neither stored nor compared with existing types.
+    pub(crate) fn build(
+        &self,
+        spec: JobTypeSpec,
+        source: JobTypeSource,
+    ) -> Result<JobType, RegistryError> {
         check_name(&spec.name)?;
         let handler = self
             .inner
             .handlers
             .get(spec.handler.as_str())
             .ok_or_else(|| self.unknown_handler(&spec.handler))?;
-        let description = match spec.description {
-            Some(d) => check_description(d)?,
-            None => handler.description().to_owned(),
-        };
+        check_spec(&spec)?;
         let defaults = spec
             .defaults
             .unwrap_or_default()
             .apply(&handler.defaults())?;
-        if let Some(schema) = &spec.input_schema {
-            schema::check_schema(schema).map_err(|e| RegistryError::Invalid {
-                field: e.field,
-                message: e.message,
-            })?;
-        }
         let now = Timestamp::now();
-        let jt = JobType {
+        Ok(JobType {
             name: spec.name,
-            description,
+            description: spec
+                .description
+                .unwrap_or_else(|| handler.description().to_owned()),
             handler: handler.name().to_owned(),
             enabled: spec.enabled.unwrap_or(true),
             config: spec.config.unwrap_or(Value::Null),
             defaults,
             input_schema: spec.input_schema,
             policy: spec.policy.unwrap_or_default(),
-            builtin: false,
+            source,
             created_at: now,
             updated_at: now,
-        };
+        })
+    }
+
+    /// Creates a job type over an existing handler and persists it.
+    pub fn create(&self, spec: JobTypeSpec) -> Result<JobType, RegistryError> {
+        let jt = self.build(spec, JobTypeSource::Api)?;
         // Holding the write lock over the (non-flushing) store write makes check-and-insert
         // atomic against a concurrent create of the same name.
         let mut types = self.write();
@@ -334,7 +343,9 @@ impl Registry {
 
     /// Changes a job type's `enabled`, `description` or `defaults` and persists it.
     pub fn patch(&self, name: &str, patch: JobTypePatch) -> Result<JobType, RegistryError> {
-        let description = patch.description.map(check_description).transpose()?;
+        if let Some(description) = &patch.description {
+            check_description(description)?;
+        }
         let mut types = self.write();
         let mut jt = types
             .get(name)
@@ -343,7 +354,7 @@ impl Registry {
         if let Some(enabled) = patch.enabled {
             jt.enabled = enabled;
         }
-        if let Some(description) = description {
+        if let Some(description) = patch.description {
             jt.description = description;
         }
         if let Some(defaults) = &patch.defaults {
@@ -354,6 +365,121 @@ impl Registry {
         types.insert(jt.name.clone(), jt.clone());
         tracing::info!(job_type = %jt.name, enabled = jt.enabled, "updated job type");
         Ok(jt)
+    }
+
+    /// Brings the manifest-defined job types in line with `set` (see [`crate::manifest`] for
+    /// the format), persisting every change in one store write, and says what changed.
+    ///
+    /// The rules:
+    /// - A valid manifest creates its job type (`added`) or, if its definition or file differs
+    ///   from the one last applied, rewrites it (`changed`; the creation time is kept). A
+    ///   manifest whose definition and file are as last applied leaves the stored type alone
+    ///   (`unchanged`): changes an operator made through `PATCH` (`enabled`, `description`,
+    ///   `defaults`) last until the manifest itself changes, and are then overwritten by it.
+    /// - A manifest is checked as `create` checks a request, plus: its handler exists, and its
+    ///   name is not taken by a built-in or API-created type (that type stays) nor by a type
+    ///   still owned by another manifest file that has errors.
+    /// - A file that fails (to read, parse or check) keeps whatever it defined before in force,
+    ///   unchanged.
+    /// - A type last defined by a manifest that no file defines any more is removed from the
+    ///   registry and the store (`removed`), unless the file that defined it failed, or the
+    ///   directory could not be read (or listed): then nothing is removed. Jobs of a removed
+    ///   type that are already queued fail when they run, as for any unknown type.
+    ///
+    /// `Err` only if the store write fails, in which case nothing changed.
+    pub fn apply_manifests(&self, set: &ManifestSet) -> Result<ReloadReport, RegistryError> {
+        let mut errors = set.errors.clone();
+        let mut built: Vec<(&Manifest, JobType)> = Vec::new();
+        for manifest in &set.manifests {
+            let source = JobTypeSource::Manifest {
+                path: manifest.path.to_string_lossy().into_owned(),
+                digest: manifest.digest.clone(),
+            };
+            match self.build(manifest.spec.clone(), source) {
+                Ok(jt) => built.push((manifest, jt)),
+                Err(e) => errors.push(manifest.registry_error(&e)),
+            }
+        }
+
+        // Held to the end, so no create or patch interleaves with the reload.
+        let mut types = self.write();
+        // A manifest refused for its name keeps its file's old types in force, which may be a
+        // name another manifest claims: repeat until no more are refused.
+        while let Some((i, message)) = built.iter().enumerate().find_map(|(i, (manifest, jt))| {
+            name_taken(types.get(&jt.name), manifest, &errors).map(|message| (i, message))
+        }) {
+            let (manifest, _) = built.remove(i);
+            errors.push(manifest.error("name", message));
+        }
+
+        let mut report = ReloadReport::default();
+        let mut put = Vec::new();
+        for (_, mut jt) in built {
+            match types.get(&jt.name) {
+                None => {
+                    report.added.push(jt.name.clone());
+                    put.push(jt);
+                }
+                Some(existing) if existing.source == jt.source => {
+                    report.unchanged.push(jt.name.clone());
+                }
+                Some(existing) => {
+                    jt.created_at = existing.created_at;
+                    report.changed.push(jt.name.clone());
+                    put.push(jt);
+                }
+            }
+        }
+        let defined: BTreeSet<&str> = report
+            .added
+            .iter()
+            .chain(&report.changed)
+            .chain(&report.unchanged)
+            .map(String::as_str)
+            .collect();
+        let keep_all = set.dir_failed();
+        report.removed = types
+            .values()
+            .filter(|jt| {
+                !keep_all
+                    && jt.source.manifest_path().is_some_and(|path| {
+                        !defined.contains(jt.name.as_str()) && !failed(path, &errors)
+                    })
+            })
+            .map(|jt| jt.name.clone())
+            .collect();
+
+        self.inner.store.write_job_types(&put, &report.removed)?;
+        for jt in put {
+            types.insert(jt.name.clone(), jt);
+        }
+        for name in &report.removed {
+            types.remove(name);
+        }
+        drop(types);
+
+        for e in &errors {
+            tracing::warn!(error = %e, "skill manifest not applied");
+        }
+        errors.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
+        report.errors = errors;
+        report.added.sort();
+        report.changed.sort();
+        report.unchanged.sort();
+        tracing::info!(
+            added = ?report.added,
+            changed = ?report.changed,
+            removed = ?report.removed,
+            unchanged = report.unchanged.len(),
+            errors = report.errors.len(),
+            "applied skill manifests"
+        );
+        Ok(report)
+    }
+
+    /// Reads the manifests in `dir` and applies them: what start-up and a reload do.
+    pub fn load_manifests(&self, dir: &Path) -> Result<ReloadReport, RegistryError> {
+        self.apply_manifests(&manifest::load_dir(dir))
     }
 
     /// Checks that a job of type `type_name` with `input` may be created: the type exists, is
@@ -398,6 +524,39 @@ impl Registry {
     }
 }
 
+/// Why `manifest` may not define the job type `existing` (of the same name), if it may not.
+fn name_taken(
+    existing: Option<&JobType>,
+    manifest: &Manifest,
+    errors: &[ManifestError],
+) -> Option<String> {
+    let existing = existing?;
+    let name = &existing.name;
+    match &existing.source {
+        JobTypeSource::Builtin => Some(format!(
+            "job type `{name}` is built in and a manifest cannot replace it; pick another name"
+        )),
+        JobTypeSource::Api => Some(format!(
+            "job type `{name}` was created through the API and a manifest cannot replace it; \
+             pick another name"
+        )),
+        JobTypeSource::Manifest { path, .. }
+            if Path::new(path) != manifest.path && failed(path, errors) =>
+        {
+            Some(format!(
+                "job type `{name}` is still defined by {path}, which has errors; fix or remove \
+                 that file first, or pick another name"
+            ))
+        }
+        JobTypeSource::Manifest { .. } => None,
+    }
+}
+
+/// Whether the manifest file `path` failed in this reload.
+fn failed(path: &str, errors: &[ManifestError]) -> bool {
+    errors.iter().any(|e| e.path == Path::new(path))
+}
+
 /// Job type names: 1–64 characters of `a-z 0-9 . _ -`, starting with a letter.
 fn check_name(name: &str) -> Result<(), RegistryError> {
     const RULE: &str =
@@ -411,7 +570,7 @@ fn check_name(name: &str) -> Result<(), RegistryError> {
     if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
         return Err(invalid(
             "name",
-            format!("`{name}` does not start with a letter; {RULE}"),
+            format!("`{name}` does not start with a lowercase letter; {RULE}"),
         ));
     }
     if let Some(bad) = name
@@ -426,14 +585,33 @@ fn check_name(name: &str) -> Result<(), RegistryError> {
     Ok(())
 }
 
-fn check_description(description: String) -> Result<String, RegistryError> {
+fn check_description(description: &str) -> Result<(), RegistryError> {
     if description.chars().count() > MAX_DESCRIPTION_LEN {
         return Err(invalid(
             "description",
             format!("too long; use at most {MAX_DESCRIPTION_LEN} characters"),
         ));
     }
-    Ok(description)
+    Ok(())
+}
+
+/// The checks of a spec that need no registry: the name, the description's length, the ranges
+/// of the defaults given, and the input schema. Manifests run them when they are read.
+pub(crate) fn check_spec(spec: &JobTypeSpec) -> Result<(), RegistryError> {
+    check_name(&spec.name)?;
+    if let Some(description) = &spec.description {
+        check_description(description)?;
+    }
+    if let Some(defaults) = &spec.defaults {
+        defaults.apply(&JobDefaults::default())?;
+    }
+    if let Some(schema) = &spec.input_schema {
+        schema::check_schema(schema).map_err(|e| RegistryError::Invalid {
+            field: e.field,
+            message: e.message,
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -464,7 +642,7 @@ mod tests {
             ["echo", "flaky", "http.request", "shell.exec", "sleep"]
         );
         let sleep = reg.get("sleep").unwrap();
-        assert!(sleep.builtin && sleep.enabled);
+        assert!(sleep.source.is_builtin() && sleep.enabled);
         assert_eq!(sleep.handler, "sleep");
         assert_eq!(sleep.defaults.timeout_ms, 3_600_000);
         assert_eq!(reg.handler("sleep").unwrap().name(), "sleep");
@@ -495,7 +673,7 @@ mod tests {
         {
             let reg = open(&dir);
             let shell = reg.get("shell.exec").unwrap();
-            assert!(shell.builtin && !shell.enabled);
+            assert!(shell.source.is_builtin() && !shell.enabled);
             assert_eq!(
                 (shell.defaults.max_attempts, shell.defaults.timeout_ms),
                 (1, 600_000)
@@ -565,7 +743,8 @@ mod tests {
             jt.defaults.timeout_ms, 3_600_000,
             "falls back to the handler's default"
         );
-        assert!(jt.enabled && !jt.builtin);
+        assert!(jt.enabled);
+        assert_eq!(jt.source, JobTypeSource::Api);
         assert_eq!(reg.handler("slow-sleep").unwrap().name(), "sleep");
         assert_eq!(reg.get("slow-sleep"), Some(jt));
 
@@ -789,6 +968,65 @@ mod tests {
         }
         // The built-in type has no schema: `echo` still takes anything.
         reg.validate_input("echo", &json!("main")).unwrap();
+    }
+
+    #[test]
+    fn apply_manifests_records_the_source_and_refuses_taken_names() {
+        use std::path::PathBuf;
+
+        let dir = TempDir::new().unwrap();
+        let reg = open(&dir);
+        let parse = |file: &str, text: &str| crate::manifest::parse(Path::new(file), text).unwrap();
+        let lint = parse(
+            "skills/lint.toml",
+            "name = \"lint\"\ndescription = \"Lint\"\nhandler = \"echo\"\n",
+        );
+        let sleep = parse(
+            "skills/sleep.toml",
+            "name = \"sleep\"\ndescription = \"Mine\"\nhandler = \"echo\"\n",
+        );
+        let set = ManifestSet {
+            dir: PathBuf::from("skills"),
+            manifests: vec![lint.clone(), sleep],
+            errors: vec![],
+        };
+        let report = reg.apply_manifests(&set).unwrap();
+        assert_eq!(report.added, ["lint"]);
+        let [e] = &report.errors[..] else {
+            panic!("{report:?}")
+        };
+        assert_eq!(
+            e.to_string(),
+            "skills/sleep.toml:1:1: job type `sleep` is built in and a manifest cannot replace \
+             it; pick another name"
+        );
+        assert_eq!(
+            reg.get("lint").unwrap().source,
+            JobTypeSource::Manifest {
+                path: "skills/lint.toml".into(),
+                digest: lint.digest.clone(),
+            }
+        );
+        assert!(reg.get("sleep").unwrap().source.is_builtin());
+
+        // The same manifest under an API-created name.
+        let set = ManifestSet {
+            manifests: vec![],
+            ..set
+        };
+        assert_eq!(reg.apply_manifests(&set).unwrap().removed, ["lint"]);
+        reg.create(spec(json!({"name": "lint", "handler": "echo"})))
+            .unwrap();
+        let set = ManifestSet {
+            manifests: vec![lint],
+            ..set
+        };
+        let report = reg.apply_manifests(&set).unwrap();
+        assert!(
+            report.errors[0].message.contains("created through the API"),
+            "{report:?}"
+        );
+        assert_eq!(reg.get("lint").unwrap().source, JobTypeSource::Api);
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub use error::StoreError;
 pub use event::{Event, GLOBAL_STREAM, NewEvent, StreamFilter};
 pub use ids::{ApprovalId, EventId, JobId, KeyId, MemoryId, RunId, SessionId};
 pub use job::{Job, JobState, Lease, LogLevel, LogLine, NewJob, job_stream};
-pub use job_type::{Approval, JobDefaults, JobType, Policy, PolicyDecision, Risk};
+pub use job_type::{Approval, JobDefaults, JobType, JobTypeSource, Policy, PolicyDecision, Risk};
 pub use keys::{ApiKey, Scope};
 pub use memory::{MemoryEntry, MemoryError, MemoryHit, MemoryQuery, MemoryScope, MemoryWritten};
 pub use session::{

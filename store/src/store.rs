@@ -657,6 +657,19 @@ impl Store {
         })
     }
 
+    /// Stores `put` and deletes the types named in `remove`, in one transaction.
+    pub fn write_job_types(&self, put: &[JobType], remove: &[String]) -> Result<(), StoreError> {
+        self.write(|tx| {
+            for jt in put {
+                tx.put(Tree::JobTypes, jt.name.as_bytes().to_vec(), jt);
+            }
+            for name in remove {
+                tx.remove(Tree::JobTypes, name.as_bytes().to_vec());
+            }
+            Ok(())
+        })
+    }
+
     pub fn api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
         self.scan(Tree::ApiKeys)
     }

@@ -250,3 +250,46 @@ async fn a_failed_write_applies_nothing_and_consumes_no_seq() {
     );
     assert_eq!(events[1].kind, "job.next");
 }
+
+#[tokio::test]
+async fn job_types_are_written_and_removed_together_and_old_records_decode() {
+    use store::{JobType, JobTypeSource};
+
+    let dir = tempfile::TempDir::new().unwrap();
+    {
+        let store = open(dir.path());
+        // A record from before `source` existed: `builtin` only.
+        let legacy = json!({
+            "name": "echo", "description": "d", "handler": "echo", "enabled": true,
+            "config": null, "defaults": {"max_attempts": 3, "timeout_ms": 1000, "concurrency": null},
+            "input_schema": null, "policy": {"risk": "read", "approval": "never", "channels": []},
+            "builtin": true,
+            "created_at": "2026-01-01T00:00:00.000Z", "updated_at": "2026-01-01T00:00:00.000Z",
+        });
+        store
+            .write(|tx| {
+                tx.put(Tree::JobTypes, b"echo".to_vec(), &legacy);
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        let echo = store.job_types().unwrap().remove(0);
+        assert_eq!(echo.source, JobTypeSource::Builtin);
+
+        let mut build: JobType = echo.clone();
+        build.name = "build".into();
+        build.source = JobTypeSource::Manifest {
+            path: "skills/build.toml".into(),
+            digest: "00".into(),
+        };
+        store.write_job_types(&[build.clone()], &[]).unwrap();
+        store
+            .write_job_types(&[], &["echo".to_string(), "never-existed".to_string()])
+            .unwrap();
+        store.durable().await.unwrap();
+    }
+    let store = open(dir.path());
+    let types = store.job_types().unwrap();
+    assert_eq!(types.len(), 1, "{types:?}");
+    assert_eq!(types[0].name, "build");
+    assert_eq!(types[0].source.manifest_path(), Some("skills/build.toml"));
+}
