@@ -397,7 +397,7 @@ impl SessionActorState {
         self.record.runs += 1;
         // The router counted the message as queued; it is a run now.
         self.write_consuming(vec![("run.started", data)], true, |_| Ok(()))?;
-        metrics::counter!("rauskuclaw_session_runs_total").increment(1);
+        metrics::counter!("rausku_session_runs_total").increment(1);
         info!(session = %self.record.key, %run_id, "run started");
         myself.send_after(self.deps.config.run_timeout, move || {
             SessionMessage::RunTimeout(run_id)
@@ -575,7 +575,7 @@ impl SessionActorState {
                     tx.put_approval(&approval);
                     Ok(())
                 })?;
-                metrics::counter!("rauskuclaw_approvals_requested_total").increment(1);
+                metrics::counter!("rausku_approvals_requested_total").increment(1);
                 let id = approval.id;
                 myself.send_after(self.deps.config.approval_timeout, move || {
                     SessionMessage::ApprovalTimeout(id)
@@ -728,7 +728,7 @@ impl SessionActorState {
                 Err(DecideError::NotFound(_)) => return Ok(()),
                 Err(DecideError::Store(e)) => return Err(e.into()),
             };
-        metrics::counter!("rauskuclaw_approvals_expired_total").increment(1);
+        metrics::counter!("rausku_approvals_expired_total").increment(1);
         self.approval_decided(myself, &approval)
     }
 
@@ -795,7 +795,7 @@ impl SessionActorState {
         };
         self.write(events, |_| Ok(()))?;
         self.remember(&run, outcome);
-        metrics::counter!("rauskuclaw_session_runs_ended_total", "outcome" => outcome.to_owned())
+        metrics::counter!("rausku_session_runs_ended_total", "outcome" => outcome.to_owned())
             .increment(1);
         info!(session = %self.record.key, run_id = %run.id, outcome, steps = run.steps, "run ended");
         Ok(())

@@ -332,7 +332,7 @@ impl Actor for SessionRouter {
             }
             Some(err) => {
                 state.stats.failures += 1;
-                metrics::counter!("rauskuclaw_session_failures_total").increment(1);
+                metrics::counter!("rausku_session_failures_total").increment(1);
                 let config = &state.deps.config;
                 let now = Instant::now();
                 let recent = state.restarts.entry(key.clone()).or_default();
@@ -387,7 +387,7 @@ impl SessionRouterState {
             }
         };
         self.stats.routed += 1;
-        metrics::counter!("rauskuclaw_messages_routed_total").increment(1);
+        metrics::counter!("rausku_messages_routed_total").increment(1);
         let trigger = Trigger {
             channel: record.channel.clone(),
             session_id: record.id,
@@ -463,7 +463,7 @@ impl SessionRouterState {
         if rehydrating {
             self.stats.rehydrated += 1;
         }
-        metrics::gauge!("rauskuclaw_sessions_live").set(self.live.len() as f64 + 1.0);
+        metrics::gauge!("rausku_sessions_live").set(self.live.len() as f64 + 1.0);
         self.actors.insert(actor.get_id(), key.clone());
         self.keys.insert(id, key.clone());
         self.live.insert(key, Live { actor });

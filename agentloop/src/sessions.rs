@@ -55,7 +55,7 @@ impl SessionService {
         note: Option<String>,
     ) -> Result<ApprovalRequest, DecideError> {
         let approval = self.store.decide_approval(id, decision, by, note)?;
-        metrics::counter!("rauskuclaw_approvals_decided_total", "decision" => decision.as_str())
+        metrics::counter!("rausku_approvals_decided_total", "decision" => decision.as_str())
             .increment(1);
         let _ = self
             .router

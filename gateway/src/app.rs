@@ -53,6 +53,7 @@ pub fn app(state: AppState) -> Router {
         .route("/events", get(api::events::list))
         .route("/events/stream", get(api::events::stream))
         .route("/runtime", get(api::runtime::runtime))
+        .route("/runtime/reload", post(api::runtime::reload))
         .route("/openapi.json", get(api::openapi::openapi))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT));

@@ -1,9 +1,10 @@
-//! The command line: `serve`, `keys create|list|revoke`.
+//! The command line: `serve`, `local`, `keys create|list|revoke`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use channels::local::Format;
 use clap::{Parser, Subcommand};
 use store::{Scope, Store, StoreConfig};
 
@@ -34,6 +35,17 @@ enum Command {
         /// host:port to listen on (RAUSKU_LISTEN; default 127.0.0.1:8787).
         #[arg(long)]
         listen: Option<String>,
+    },
+    /// Talk to a session from the terminal: each line of stdin is a message to the session
+    /// `local:<user>` (try `/help`); its events are printed as they happen. At end of input,
+    /// waits for the work to finish and exits (1 if a run failed).
+    Local {
+        /// Print each event as a JSON line instead of readable text.
+        #[arg(long)]
+        json: bool,
+        /// The session is `local:<user>` (default: $USER, else `me`).
+        #[arg(long)]
+        user: Option<String>,
     },
     /// Manage API keys in the store (the gateway must be stopped; while it runs, use /v1/keys).
     Keys {
@@ -72,7 +84,7 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let listen = match &cli.command {
         Command::Serve { listen } => listen.clone(),
-        Command::Keys { .. } => None,
+        Command::Keys { .. } | Command::Local { .. } => None,
     };
     let flags = RawConfig {
         listen,
@@ -91,6 +103,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let gateway = Gateway::start(config, true).await?;
                 gateway.serve().await
             })
+        }
+        Command::Local { json, user } => {
+            // Events go to stdout; logs to stderr, quiet unless asked for.
+            let filter = std::env::var("RAUSKU_LOG").unwrap_or_else(|_| "warn".into());
+            init_tracing_to_stderr(&filter);
+            let user = user
+                .or_else(|| std::env::var("USER").ok())
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| "me".into());
+            let format = if json { Format::Json } else { Format::Human };
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let summary = rt.block_on(crate::server::run_local(config, user, format))?;
+            if summary.runs_failed > 0 {
+                bail!("{} of the session's runs failed", summary.runs_failed);
+            }
+            Ok(())
         }
         Command::Keys { command } => keys(&config, command),
     }
@@ -132,6 +160,16 @@ fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     }
     store.close()?;
     Ok(())
+}
+
+fn init_tracing_to_stderr(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn init_tracing(filter: &str) {

@@ -5,7 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentloop::{Backoff, CallbackConfig, Runtime, RuntimeConfig};
+use agentloop::{
+    Backoff, CallbackConfig, DefaultPlanner, PlaybookPlanner, PlaybookSet, Runtime, RuntimeConfig,
+};
 use anyhow::Context;
 use channels::ApiKeys;
 use skills::Registry;
@@ -28,9 +30,10 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Opens the store and starts the runtime. `metrics` installs the global Prometheus
-    /// recorder (once per process).
-    pub async fn start(config: Config, metrics: bool) -> anyhow::Result<Gateway> {
+    /// Opens the store and starts the runtime. `http` prepares serving HTTP: it installs the
+    /// global Prometheus recorder (once per process) and creates the first admin key if there
+    /// is none (`rauskuclaw local` needs neither).
+    pub async fn start(config: Config, http: bool) -> anyhow::Result<Gateway> {
         let store = Store::open(StoreConfig::new(&config.data_dir))
             .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
         let mut handlers = builtin_handlers(&BuiltinConfig {
@@ -47,6 +50,27 @@ impl Gateway {
         });
         handlers.extend(memory_handlers(&store));
         let registry = Registry::open(store.clone(), handlers).context("cannot load job types")?;
+        if let Some(dir) = &config.skills_dir {
+            let report = registry
+                .load_manifests(dir)
+                .context("cannot store the skills of the manifests")?;
+            for e in &report.errors {
+                warn!("skill manifest not loaded: {e}");
+            }
+            info!(dir = %dir.display(), added = report.added.len(), changed = report.changed.len(),
+                removed = report.removed.len(), errors = report.errors.len(), "loaded skill manifests");
+        }
+        let planner = Arc::new(match &config.playbooks_dir {
+            Some(dir) => {
+                let (planner, errors) = DefaultPlanner::load_dir(dir);
+                for e in &errors {
+                    warn!("playbook not loaded: {e}");
+                }
+                info!(dir = %dir.display(), playbooks = planner.playbooks().list().len(), errors = errors.len(), "loaded playbooks");
+                planner
+            }
+            None => DefaultPlanner::new(PlaybookPlanner::new(PlaybookSet::default())),
+        });
         let secret = callback_secret(&config)?;
         let callbacks = CallbackConfig::new(
             NetPolicy {
@@ -64,16 +88,23 @@ impl Gateway {
             ..RuntimeConfig::default()
         };
         let runtime = Arc::new(
-            Runtime::start(store.clone(), registry.clone(), runtime_config, callbacks)
-                .await
-                .context("cannot start the job runtime")?,
+            Runtime::start(
+                store.clone(),
+                registry.clone(),
+                runtime_config,
+                callbacks,
+                planner.clone(),
+                config.sessions.clone(),
+            )
+            .await
+            .context("cannot start the runtime")?,
         );
         let keys = ApiKeys::load(store.clone(), config.api_key.as_deref())
             .context("cannot load API keys")?;
-        if !keys.any_active() {
+        if http && !keys.any_active() {
             bootstrap_admin_key(&keys, &config.data_dir)?;
         }
-        let handle = if metrics {
+        let handle = if http {
             Some(
                 metrics_exporter_prometheus::PrometheusBuilder::new()
                     .install_recorder()
@@ -88,6 +119,7 @@ impl Gateway {
             registry,
             jobs: runtime.jobs.clone(),
             runtime: runtime.clone(),
+            planner,
             keys,
             limits: RateLimits::new(config.rate_limit_per_sec, config.rate_limit_burst),
             config: Arc::new(config),
@@ -138,6 +170,39 @@ impl Gateway {
         info!("rauskuclaw stopped");
         Ok(())
     }
+}
+
+/// `rauskuclaw local`: the gateway without HTTP, with the local channel on stdin/stdout. Ends
+/// when input has ended and the work is done, or on SIGINT/SIGTERM.
+pub async fn run_local(
+    config: Config,
+    user: String,
+    format: channels::local::Format,
+) -> anyhow::Result<channels::LocalSummary> {
+    let gateway = Gateway::start(config, false).await?;
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let args = channels::LocalChannelArgs {
+        sessions: gateway.runtime.sessions.clone(),
+        store: gateway.state.store.clone(),
+        user,
+        format,
+        output: Arc::new(std::sync::Mutex::new(std::io::stdout())),
+        input: Box::new(tokio::io::BufReader::new(tokio::io::stdin())),
+        done,
+    };
+    let (channel, _) = ractor::Actor::spawn(None, channels::LocalChannel, args)
+        .await
+        .context("cannot start the local channel")?;
+    let summary = tokio::select! {
+        s = finished => s.unwrap_or_default(),
+        _ = wait_for_signal() => {
+            info!("interrupted; stopping");
+            channels::LocalSummary::default()
+        }
+    };
+    channel.stop(None);
+    gateway.stop().await?;
+    Ok(summary)
 }
 
 /// Periodic housekeeping: forget old idempotency keys and quiet rate-limit entries.

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use agentloop::{JobService, Runtime};
+use agentloop::{DefaultPlanner, JobService, Runtime};
 use channels::ApiKeys;
 use metrics_exporter_prometheus::PrometheusHandle;
 use skills::Registry;
@@ -20,6 +20,8 @@ pub struct AppState {
     pub registry: Registry,
     pub jobs: JobService,
     pub runtime: Arc<Runtime>,
+    /// The sessions' planner, kept to reload and list its playbooks.
+    pub planner: Arc<DefaultPlanner>,
     pub keys: ApiKeys,
     pub config: Arc<Config>,
     pub limits: RateLimits,

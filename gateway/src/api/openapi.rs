@@ -9,7 +9,7 @@ use crate::api;
 #[openapi(
     info(title = "RauskuClaw", description = "Self-hosted orchestration gateway: durable jobs, skills, sessions with an agent loop, approvals, events."),
     paths(
-        api::runtime::health, api::runtime::metrics, api::runtime::runtime,
+        api::runtime::health, api::runtime::metrics, api::runtime::runtime, api::runtime::reload,
         api::jobs::create, api::jobs::list, api::jobs::get_one, api::jobs::cancel, api::jobs::retry,
         api::jobs::logs, api::jobs::stream,
         api::job_types::list, api::job_types::get_one, api::job_types::create, api::job_types::patch,

@@ -54,6 +54,31 @@ pub struct RuntimeInfo {
     pub store: StoreInfo,
     /// Live SSE and bus subscribers.
     pub subscribers: usize,
+    /// Sessions per state (`idle`, `running`, `waiting_approval`).
+    pub sessions: BTreeMap<String, u64>,
+    /// The session router: live session actors, spawns, restarts.
+    pub router: Option<agentloop::RouterSnapshot>,
+    /// The skills loaded from manifests (`RAUSKU_SKILLS_DIR`), by name, with their files.
+    pub skills: Vec<SkillSource>,
+    /// The playbooks in force (`RAUSKU_PLAYBOOKS_DIR`).
+    pub playbooks: Vec<agentloop::PlaybookInfo>,
+    pub planner: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SkillSource {
+    pub name: String,
+    pub path: String,
+    pub enabled: bool,
+}
+
+/// What `POST /v1/runtime/reload` changed.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ReloadResult {
+    /// `null` when no `RAUSKU_SKILLS_DIR` is configured.
+    pub skills: Option<skills::ReloadReport>,
+    /// `null` when no `RAUSKU_PLAYBOOKS_DIR` is configured.
+    pub playbooks: Option<agentloop::PlaybookReloadReport>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -93,7 +118,66 @@ pub async fn runtime(State(state): State<AppState>) -> axum::Json<RuntimeInfo> {
             commit: state.store.commit_stats(),
         },
         subscribers: state.store.bus().receivers(),
+        sessions: session_counts(&state),
+        router: state.runtime.sessions.snapshot().await.ok(),
+        skills: state
+            .registry
+            .list()
+            .into_iter()
+            .filter_map(|t| {
+                let path = t.source.manifest_path()?.to_owned();
+                Some(SkillSource {
+                    name: t.name,
+                    path,
+                    enabled: t.enabled,
+                })
+            })
+            .collect(),
+        playbooks: state.planner.playbooks().list(),
+        planner: agentloop::Planner::name(&*state.planner).to_owned(),
     })
+}
+
+fn session_counts(state: &AppState) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for s in state.runtime.sessions.list().unwrap_or_default() {
+        let name = serde_json::to_value(s.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        *counts.entry(name).or_default() += 1;
+    }
+    counts
+}
+
+#[utoipa::path(post, path = "/v1/runtime/reload", tag = "operations",
+    responses((status = 200, description = "what changed; files with errors are listed with path and line, and their previous version stays in force", body = ReloadResult),
+        (status = 503, body = crate::api::ErrorBody)))]
+pub async fn reload(
+    State(state): State<AppState>,
+) -> Result<axum::Json<ReloadResult>, crate::error::ApiError> {
+    let skills = match &state.config.skills_dir {
+        Some(dir) => {
+            let (registry, dir) = (state.registry.clone(), dir.clone());
+            let report = tokio::task::spawn_blocking(move || registry.load_manifests(&dir))
+                .await
+                .map_err(|e| crate::error::ApiError::internal("reload task", &e))??;
+            Some(report)
+        }
+        None => None,
+    };
+    let playbooks = state
+        .config
+        .playbooks_dir
+        .as_ref()
+        .map(|dir| state.planner.playbooks().reload(dir));
+    state.store.durable().await?;
+    tracing::info!(
+        skill_errors = skills.as_ref().map_or(0, |r| r.errors.len()),
+        playbook_errors = playbooks.as_ref().map_or(0, |r| r.errors.len()),
+        "reloaded skills and playbooks"
+    );
+    Ok(axum::Json(ReloadResult { skills, playbooks }))
 }
 
 /// Prometheus text exposition.

@@ -16,6 +16,7 @@
 //! - [`smoke`]: `scripts/smoke.sh` against the binary.
 //! - [`shell`]: `shell.exec` is off until programs are allowlisted.
 //! - [`memory`]: `memory.write` / `memory.search` jobs.
+//! - [`sessions`]: the REST channel, playbooks, manifests, approvals, reload, `local`, SIGKILL mid-run.
 
 mod harness;
 
@@ -29,6 +30,7 @@ mod jobs;
 mod memory;
 mod operations;
 mod rate_limit;
+mod sessions;
 mod shell;
 mod shutdown;
 mod smoke;
