@@ -10,6 +10,8 @@
 //! - [`job_runner`]: the `JobRunner` actor: one attempt under a timeout, panics caught.
 //! - [`callbacks`]: the `CallbackDispatcher` actor: signed, allowlisted, retried callbacks.
 //! - [`job_log`]: job log lines as events. [`backoff`]: retry spacing.
+//! - [`planner`]: the `Planner` contract and the embedded `DefaultPlanner` (chat commands and
+//!   TOML playbooks).
 
 pub mod backoff;
 pub mod callbacks;
@@ -27,7 +29,10 @@ pub use backoff::Backoff;
 pub use callbacks::{CallbackConfig, CallbackSnapshot};
 pub use job_supervisor::{RuntimeConfig, SupervisorSnapshot, SupervisorStats};
 pub use jobs::{CreateJob, JobError, JobService};
-pub use planner::{Decision, Observation, PlanError, PlanRequest, Planner, StepStatus, Trigger};
+pub use planner::{
+    Decision, DefaultPlanner, Observation, PlanError, PlanRequest, Planner, PlaybookFileError,
+    PlaybookInfo, PlaybookPlanner, PlaybookReloadReport, PlaybookSet, StepStatus, Trigger,
+};
 pub use runtime::Runtime;
 pub use session::{SessionConfig, SessionDeps, SessionSnapshot};
 pub use session_router::{

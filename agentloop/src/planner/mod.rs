@@ -12,8 +12,30 @@
 //! provider it was built with (an LLM planner gets an HTTP client to its provider; the playbook
 //! planner needs none).
 //!
+//! The embedded planner is [`DefaultPlanner`] (named `playbook`): chat commands first
+//! ([`commands`]), then playbooks ([`playbook`], walked by [`walk`]), and for a message nothing
+//! matched, a reply saying what it can do.
+//!
 //! Layout:
-//! - this module: the contract ([`Planner`], [`PlanRequest`], [`Decision`], [`Observation`]).
+//! - this module: the contract ([`Planner`], [`PlanRequest`], [`Decision`], [`Observation`]),
+//!   and [`DefaultPlanner`].
+//! - [`commands`]: `/run`, `/status`, `/help`, `/remember`, `/recall`.
+//! - [`playbook`]: the playbook file format, loading and reloading ([`PlaybookSet`],
+//!   [`PlaybookPlanner`]).
+//! - [`walk`]: how a run goes through a playbook, from its history; step ids; the template
+//!   context.
+//! - [`template`]: minijinja, values versus strings, undefined values.
+//! - [`testing`]: drives a planner through a scripted run (for tests).
+
+pub mod commands;
+pub mod playbook;
+pub mod template;
+pub mod testing;
+pub mod walk;
+
+pub use playbook::{
+    Playbook, PlaybookFileError, PlaybookInfo, PlaybookPlanner, PlaybookReloadReport, PlaybookSet,
+};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -174,4 +196,93 @@ pub enum Decision {
         #[serde(default)]
         error: Option<String>,
     },
+}
+
+/// The embedded planner: chat commands, then playbooks, then help. Named `playbook`.
+///
+/// For each request, in order:
+/// 1. a run started by a known command (`/run`, `/status`, `/help`, `/remember`, `/recall`) is
+///    the command's (see [`commands`]);
+/// 2. a run whose first step came from a playbook, or whose trigger a playbook matches, is that
+///    playbook's (see [`walk`]);
+/// 3. otherwise: an unknown `/command` gets a reply listing the commands; a structured event
+///    that no playbook wants finishes quietly (no reply: a GitHub event should not get a
+///    comment just because nothing handles it); any other message gets a reply listing the
+///    commands, the channel's playbooks and its skills. Never an error.
+#[derive(Debug)]
+pub struct DefaultPlanner {
+    /// The playbooks in force (reloadable).
+    playbooks: PlaybookPlanner,
+}
+
+impl DefaultPlanner {
+    pub fn new(playbooks: PlaybookPlanner) -> Self {
+        DefaultPlanner { playbooks }
+    }
+
+    /// A planner over the playbooks of `dir`, and the problems found there.
+    pub fn load_dir(dir: &std::path::Path) -> (Self, Vec<PlaybookFileError>) {
+        let (playbooks, errors) = PlaybookPlanner::load_dir(dir);
+        (Self::new(playbooks), errors)
+    }
+
+    /// The playbooks, to reload or list them.
+    pub fn playbooks(&self) -> &PlaybookPlanner {
+        &self.playbooks
+    }
+
+    /// The next decision for `req` (what [`Planner::plan`] resolves to).
+    pub fn decide(&self, req: &PlanRequest) -> Result<Decision, PlanError> {
+        let set = self.playbooks.set();
+        if let Some(decision) = commands::plan(req, &set) {
+            return Ok(decision);
+        }
+        if let Some(decision) = walk::plan(&set, req) {
+            return decision;
+        }
+        if let Some(first) = req.history.first() {
+            return Err(PlanError(format!(
+                "step {} of this run (`{}`) was not planned by a playbook or a command; the run \
+                 cannot go on with the `{}` planner",
+                first.step,
+                first.step_id,
+                self.name()
+            )));
+        }
+        if let Some((name, _)) = commands::parse(&req.trigger.text) {
+            return Ok(commands::unknown(name, req, &set));
+        }
+        if req.trigger.event.is_some() {
+            return Ok(Decision::Finish {
+                reply: None,
+                error: None,
+            });
+        }
+        let text = req.trigger.text.trim();
+        let opening = match text {
+            "" => "There is nothing to do for an empty message.".to_owned(),
+            text => format!(
+                "Nothing here handles \"{}\".",
+                commands::truncate(text, 200)
+            ),
+        };
+        Ok(Decision::Finish {
+            reply: Some(format!(
+                "{opening} Here is what I can do.\n\n{}",
+                commands::help(req, &set)
+            )),
+            error: None,
+        })
+    }
+}
+
+impl Planner for DefaultPlanner {
+    fn name(&self) -> &str {
+        "playbook"
+    }
+
+    fn plan(&self, req: PlanRequest) -> BoxFuture<'static, Result<Decision, PlanError>> {
+        let decision = self.decide(&req);
+        Box::pin(std::future::ready(decision))
+    }
 }
