@@ -19,8 +19,8 @@
 //! empty the planner takes it that it was not told, and leaves the decision to the session's
 //! policy.
 //!
-//! Layout: [`Command`] and [`parse`], [`plan`] (start or finish a command run), [`help`] (also
-//! the reply to a message nothing matched), [`unknown`].
+//! Layout: [`Command`] and [`parse`], `plan` (start or finish a command run), `help` (also the
+//! reply to a message nothing matched), `unknown`.
 
 use std::fmt::Write as _;
 

@@ -1,6 +1,6 @@
 //! How a run goes through a playbook, worked out again from its history at every plan.
 //!
-//! The planner keeps no state: each [`plan`] call replays `req.history` over the playbook to
+//! The planner keeps no state: each `plan` call replays `req.history` over the playbook to
 //! find where the run is, then decides. The same request always gets the same decision, so a
 //! session that crashed and rebuilt the request from its events carries on where it was.
 //!
