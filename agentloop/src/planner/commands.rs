@@ -19,8 +19,8 @@
 //! empty the planner takes it that it was not told, and leaves the decision to the session's
 //! policy.
 //!
-//! Layout: [`Command`] and [`parse`], [`plan`] (start or finish a command run), [`help`] (also
-//! the reply to a message nothing matched), [`unknown`].
+//! Layout: [`Command`] and [`parse`], `plan` (start or finish a command run), `help` (also the
+//! reply to a message nothing matched), `unknown`.
 
 use std::fmt::Write as _;
 
@@ -373,4 +373,346 @@ pub(crate) fn truncate(text: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}… ({} more bytes)", &text[..end], text.len() - end)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use store::{Risk, RunId};
+
+    use super::*;
+    use crate::planner::playbook::tests::{DEPLOY, PING, PR};
+    use crate::planner::testing::{Outcome, drive, drive_request, event, message, request};
+    use crate::planner::{DefaultPlanner, PlaybookPlanner, RunSummary, SkillInfo};
+
+    fn planner() -> DefaultPlanner {
+        let (set, errors) = PlaybookSet::from_files([
+            ("10-deploy.toml", DEPLOY),
+            ("20-pull-request.toml", PR),
+            ("30-ping.toml", PING),
+        ]);
+        assert_eq!(errors, []);
+        DefaultPlanner::new(PlaybookPlanner::new(set))
+    }
+
+    fn skill(name: &str, description: &str, needs_approval: bool) -> SkillInfo {
+        SkillInfo {
+            name: name.into(),
+            description: description.into(),
+            input_schema: None,
+            risk: Risk::Read,
+            needs_approval,
+        }
+    }
+
+    fn with_skills(text: &str) -> PlanRequest {
+        let mut req = request(message("rest", text));
+        req.skills = vec![
+            skill("echo", "Returns its input", false),
+            skill("deploy", "Deploys an artifact", true),
+            skill("memory.write", "Remembers", false),
+            skill("memory.search", "Finds", false),
+        ];
+        req
+    }
+
+    fn no_skill(_: &str, _: &str, _: &Value) -> Outcome {
+        panic!("no skill should be invoked")
+    }
+
+    #[test]
+    fn parse_table() {
+        let table: &[(&str, Option<(&str, &str)>)] = &[
+            ("/run echo {\"a\": 1}", Some(("run", "echo {\"a\": 1}"))),
+            ("  /status  ", Some(("status", ""))),
+            (
+                "/remember\tthe db is db-2 ",
+                Some(("remember", "the db is db-2")),
+            ),
+            ("/", None),
+            ("/ run", None),
+            ("run", None),
+            ("deploy /tmp", None),
+        ];
+        for &(text, want) in table {
+            assert_eq!(parse(text), want, "{text:?}");
+        }
+        assert_eq!(Command::from_name("HELP"), Some(Command::Help));
+        assert_eq!(Command::from_name("nope"), None);
+    }
+
+    #[tokio::test]
+    async fn run_invokes_the_skill_and_replies_with_its_output() {
+        let t = drive_request(
+            &planner(),
+            with_skills("/run echo {\"text\": \"hi\", \"n\": [1, 2]}"),
+            |step_id, skill, input| {
+                assert_eq!((step_id, skill), ("/run", "echo"));
+                Outcome::succeeded(input.clone())
+            },
+        )
+        .await;
+        assert_eq!(t.last.history[0].input, json!({"text": "hi", "n": [1, 2]}));
+        let reply = t.reply().unwrap();
+        let job = t.last.history[0].job_id.unwrap();
+        assert!(
+            reply.starts_with(&format!(
+                "`echo` succeeded. (job {job})\n```json\n{{\n  \"n\": ["
+            )),
+            "{reply}"
+        );
+        assert_eq!(t.finish_error(), None);
+
+        // No input is `{}`.
+        let t = drive_request(&planner(), with_skills("/RUN echo"), |_, _, input| {
+            Outcome::succeeded(input.clone())
+        })
+        .await;
+        assert_eq!(t.last.history[0].input, json!({}));
+    }
+
+    #[tokio::test]
+    async fn run_cuts_long_output_and_reports_failures() {
+        let t = drive(&planner(), message("local", "/run big"), |_, _, _| {
+            Outcome::succeeded(json!({"text": "é".repeat(3000)}))
+        })
+        .await;
+        let reply = t.reply().unwrap();
+        assert!(reply.len() < MAX_OUTPUT_BYTES + 200, "{}", reply.len());
+        assert!(reply.contains("more bytes)\n```"), "{reply}");
+
+        let t = drive(
+            &planner(),
+            message("local", "/run deploy {\"env\": \"prod\"}"),
+            |_, _, _| Outcome::ended(StepStatus::Denied, "approval expired"),
+        )
+        .await;
+        assert_eq!(
+            t.finish_error(),
+            Some(
+                "skill `deploy` was denied (an operator denied its approval, or it expired): approval expired"
+            )
+        );
+        assert!(t.reply().unwrap().starts_with("skill `deploy` was denied"));
+    }
+
+    #[tokio::test]
+    async fn run_mistakes_get_a_reply_that_says_what_to_fix() {
+        let table: &[(&str, &[&str])] = &[
+            (
+                "/run echo {\"text\": hi}",
+                &[
+                    "Cannot run `echo`: the input is not valid JSON (expected value at line 1 column 10)",
+                    "Usage: /run <skill>",
+                ],
+            ),
+            (
+                "/run",
+                &["/run needs a skill name", "Usage: /run", "Skills:\n  echo"],
+            ),
+            (
+                "/run nope {}",
+                &[
+                    "The skill `nope` is unknown, disabled or not allowed on the `rest` channel",
+                    "Skills here: echo, deploy, memory.write, memory.search.",
+                ],
+            ),
+        ];
+        for &(text, parts) in table {
+            let t = drive_request(&planner(), with_skills(text), no_skill).await;
+            let reply = t.reply().unwrap();
+            for part in parts {
+                assert!(reply.contains(part), "{text}: {reply}");
+            }
+            assert_eq!(t.finish_error(), None, "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn status_tells_runs_queue_and_recent_runs() {
+        let mut req = request(message("console", "/status"));
+        req.status.runs = 3;
+        req.status.queued = 1;
+        req.status.recent = vec![
+            RunSummary {
+                run_id: RunId::new(),
+                trigger: "deploy staging".into(),
+                outcome: "failed".into(),
+                steps: 4,
+            },
+            RunSummary {
+                run_id: RunId::new(),
+                trigger: "ping".into(),
+                outcome: "finished".into(),
+                steps: 1,
+            },
+        ];
+        let t = drive_request(&planner(), req, no_skill).await;
+        assert_eq!(
+            t.reply(),
+            Some(
+                "Session `console:test`: 3 runs (this one included), 1 message queued.\n\
+                 Recent runs:\n- failed: \"deploy staging\" (4 steps)\n- finished: \"ping\" (1 step)"
+            )
+        );
+        let t = drive(&planner(), message("console", "/status"), no_skill).await;
+        assert!(t.reply().unwrap().ends_with("No finished runs yet."));
+    }
+
+    #[tokio::test]
+    async fn help_lists_commands_this_channels_playbooks_and_skills() {
+        let t = drive_request(&planner(), with_skills("/help"), no_skill).await;
+        let reply = t.reply().unwrap();
+        for part in [
+            "Commands:\n  /run <skill> [json] — invoke a skill",
+            "/recall <query>",
+            "Playbooks on the `rest` channel:\n  deploy — Deploy a ref to an environment (messages matching `^deploy (?P<env>",
+            "30-ping — Answers ping (messages matching `(?i)^ping$`)",
+            "Skills:\n  echo — Returns its input\n  deploy — Deploys an artifact (needs approval)",
+        ] {
+            assert!(reply.contains(part), "missing {part:?} in:\n{reply}");
+        }
+        // pr-checks is for github only
+        assert!(!reply.contains("pr-checks"), "{reply}");
+
+        let t = drive(&planner(), message("github", "/help"), no_skill).await;
+        let reply = t.reply().unwrap();
+        assert!(reply.contains("pr-checks — Test a pull request and comment on failure (events pull_request.opened, pull_request.synchronize)"), "{reply}");
+        assert!(!reply.contains("deploy —"), "{reply}");
+        assert!(
+            reply.ends_with("No skills are listed for this channel."),
+            "{reply}"
+        );
+    }
+
+    #[tokio::test]
+    async fn remember_writes_this_sessions_memory() {
+        let req = with_skills("/remember the staging db is db-2");
+        let session = req.trigger.session_id.to_string();
+        let t = drive_request(&planner(), req, |step_id, skill, input| {
+            assert_eq!((step_id, skill), ("/remember", "memory.write"));
+            Outcome::succeeded(json!({"id": "x", "scope": format!("session:{}", input["session"].as_str().unwrap())}))
+        })
+        .await;
+        assert_eq!(
+            t.last.history[0].input,
+            json!({"text": "the staging db is db-2", "session": session})
+        );
+        assert_eq!(t.reply(), Some("Remembered."));
+
+        let t = drive(&planner(), message("rest", "/remember"), no_skill).await;
+        assert!(t.reply().unwrap().starts_with("/remember needs something"));
+
+        let t = drive(&planner(), message("rest", "/remember x"), |_, _, _| {
+            Outcome::ended(StepStatus::Invalid, "input.text: too long")
+        })
+        .await;
+        assert_eq!(
+            t.reply(),
+            Some(
+                "Could not remember that: skill `memory.write` could not start: input.text: too long."
+            )
+        );
+        assert!(t.finish_error().is_some());
+    }
+
+    #[tokio::test]
+    async fn recall_replies_with_hits_or_nothing_found() {
+        let req = with_skills("/recall staging db");
+        let session = req.trigger.session_id.to_string();
+        let t = drive_request(&planner(), req, |step_id, skill, input| {
+            assert_eq!((step_id, skill), ("/recall", "memory.search"));
+            assert_eq!(input, &json!({"query": "staging db", "session": session}));
+            Outcome::succeeded(json!({"results": [
+                {"text": "the staging db is db-2", "scope": format!("session:{session}"), "score": 2.0},
+                {"text": "all dbs are postgres", "scope": "global", "score": 1.0},
+            ]}))
+        })
+        .await;
+        assert_eq!(
+            t.reply(),
+            Some(
+                "Found 2 for \"staging db\":\n- the staging db is db-2\n- all dbs are postgres (global)"
+            )
+        );
+
+        let t = drive(&planner(), message("rest", "/recall zebras"), |_, _, _| {
+            Outcome::succeeded(json!({"results": []}))
+        })
+        .await;
+        assert_eq!(t.reply(), Some("Nothing found for \"zebras\"."));
+
+        let mut req = with_skills("/recall x");
+        req.skills.retain(|s| s.name != "memory.search");
+        let t = drive_request(&planner(), req, no_skill).await;
+        assert!(
+            t.reply()
+                .unwrap()
+                .contains("`memory.search` is unknown, disabled or not allowed")
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_commands_and_unmatched_text_get_help_never_an_error() {
+        let t = drive(&planner(), message("rest", "/deploy staging"), no_skill).await;
+        let reply = t.reply().unwrap();
+        assert!(
+            reply.starts_with("There is no command `/deploy`.\n\nCommands:"),
+            "{reply}"
+        );
+        assert_eq!(t.finish_error(), None);
+
+        let t = drive(&planner(), message("rest", "what can you do?"), no_skill).await;
+        let reply = t.reply().unwrap();
+        assert!(
+            reply.starts_with(
+                "Nothing here handles \"what can you do?\". Here is what I can do.\n\nCommands:"
+            ),
+            "{reply}"
+        );
+        assert!(reply.contains("deploy — Deploy a ref"), "{reply}");
+        assert_eq!(t.finish_error(), None);
+
+        let t = drive(&planner(), message("rest", "   "), no_skill).await;
+        assert!(
+            t.reply()
+                .unwrap()
+                .starts_with("There is nothing to do for an empty message.")
+        );
+
+        // An event nothing handles finishes quietly.
+        let t = drive(
+            &planner(),
+            event("github", "star.created", json!({})),
+            no_skill,
+        )
+        .await;
+        assert!(t.finished());
+        assert_eq!(t.reply(), None);
+    }
+
+    #[tokio::test]
+    async fn a_playbook_may_use_a_slash_pattern_that_is_not_a_command() {
+        let (set, errors) = PlaybookSet::from_files([(
+            "ship.toml",
+            "[trigger]\npattern = '^/ship (?P<what>\\S+)$'\n[[steps]]\nname = 's'\nskill = 'echo'\ninput = { what = '{{ match.what }}' }\n",
+        )]);
+        assert_eq!(errors, []);
+        let p = DefaultPlanner::new(PlaybookPlanner::new(set));
+        let t = drive(&p, message("rest", "/ship v1"), |_, _, _| {
+            Outcome::succeeded(json!({}))
+        })
+        .await;
+        assert_eq!(t.invoked(), ["ship:s"]);
+        assert_eq!(t.last.history[0].input, json!({"what": "v1"}));
+        // A known command still wins over a playbook.
+        let t = drive(&p, message("rest", "/help"), no_skill).await;
+        assert!(t.reply().unwrap().starts_with("Commands:"));
+    }
+
+    #[test]
+    fn truncate_cuts_at_a_char_boundary() {
+        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(truncate("ééé", 3), "é… (4 more bytes)");
+    }
 }

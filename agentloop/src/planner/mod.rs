@@ -35,6 +35,7 @@ pub mod walk;
 
 pub use playbook::{
     Playbook, PlaybookFileError, PlaybookInfo, PlaybookPlanner, PlaybookReloadReport, PlaybookSet,
+    StepInfo, TriggerInfo,
 };
 
 use serde::{Deserialize, Serialize};

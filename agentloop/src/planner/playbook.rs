@@ -23,7 +23,7 @@
 //! skill = "build"
 //! input = { ref = "{{ match.ref | default('main') }}" }   # any TOML value; strings are templates
 //! when = "match.env != 'dev'"          # optional expression (bare or in {{ }}); falsy → skipped
-//! reply = "Built {{ step.output.artifact }}"              # optional reply once it is observed
+//! reply = "Built {{ step.output.artifact }}"              # optional reply once it succeeded
 //!
 //! [[steps]]
 //! name = "deploy"
@@ -287,7 +287,7 @@ pub struct Step {
     pub only_on_failure: bool,
     /// A failure of this step is noted and the run goes on with the next step.
     pub continue_on_failure: bool,
-    /// A template sent as a reply once the step has been observed.
+    /// A template sent as a reply once the step has succeeded.
     pub reply: Option<String>,
 }
 
@@ -1074,7 +1074,7 @@ impl fmt::Debug for PlaybookPlanner {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use serde_json::json;
 
     use super::*;

@@ -1,6 +1,6 @@
 //! How a run goes through a playbook, worked out again from its history at every plan.
 //!
-//! The planner keeps no state: each [`plan`] call replays `req.history` over the playbook to
+//! The planner keeps no state: each `plan` call replays `req.history` over the playbook to
 //! find where the run is, then decides. The same request always gets the same decision, so a
 //! session that crashed and rebuilt the request from its events carries on where it was.
 //!
@@ -30,8 +30,10 @@
 //! # Replies
 //!
 //! The replies a run owes are, in order: `reply.start` (before any step), then the `reply` of
-//! each observed step that has one (rendered with the history up to and including that step),
-//! leaving out those that render empty. They are recomputed at every plan; when
+//! each step that has one and succeeded (rendered with the history up to and including that
+//! step), leaving out those that render empty. A step's `reply` is for news of a success
+//! ("Built app-1.tar"): a failure is told by the run's `failure` reply, and a tolerated one
+//! (`continue_on_failure`) can be read from `steps.<name>.status` in later replies. They are recomputed at every plan; when
 //! `req.replies.len()` is smaller than their number, the next decision is the reply at index
 //! `req.replies.len()`. So a reply is sent once, and one that was due when the session crashed
 //! is sent after it. This relies on `req.replies` holding exactly the replies this planner
@@ -304,9 +306,11 @@ impl<'a> Run<'a> {
                 return Ok(Some(text));
             }
         }
-        for k in 0..self.req.history.len() {
+        for (k, obs) in self.req.history.iter().enumerate() {
             let step = self.step(k);
-            let Some(reply) = &step.reply else { continue };
+            let Some(reply) = step.reply.as_ref().filter(|_| obs.status.is_success()) else {
+                continue;
+            };
             let text = templates()
                 .render_string(reply, &self.context(k + 1, Some(k)))
                 .map_err(|e| self.template_error(Some(step), "reply", reply, e))?;
@@ -455,5 +459,469 @@ pub(crate) fn describe(obs: &Observation) -> String {
     match &obs.error {
         Some(error) if !error.is_empty() => format!("skill `{}` {how}: {error}", obs.skill),
         _ => format!("skill `{}` {how}", obs.skill),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::planner::playbook::tests::{DEPLOY, PING, PR};
+    use crate::planner::testing::{Outcome, drive, drive_request, event, message, request};
+    use crate::planner::{DefaultPlanner, PlaybookPlanner, Trigger};
+
+    fn planner(files: &[(&str, &str)]) -> DefaultPlanner {
+        let (set, errors) = PlaybookSet::from_files(files.iter().copied());
+        assert_eq!(errors, []);
+        DefaultPlanner::new(PlaybookPlanner::new(set))
+    }
+
+    fn fixtures() -> DefaultPlanner {
+        planner(&[
+            ("10-deploy.toml", DEPLOY),
+            ("20-pull-request.toml", PR),
+            ("30-ping.toml", PING),
+        ])
+    }
+
+    /// The deploy fixture's skills: build gives an artifact, deploy a url, the rest succeed;
+    /// `deploy` ends as `deploy_outcome` says.
+    fn deploy_script(deploy_outcome: Option<Outcome>) -> impl FnMut(&str, &str, &Value) -> Outcome {
+        move |_, skill, _| match skill {
+            "build" => Outcome::succeeded(json!({"artifact": "app-1.tar"})),
+            "deploy" => deploy_outcome
+                .clone()
+                .unwrap_or_else(|| Outcome::succeeded(json!({"url": "https://staging.example"}))),
+            _ => Outcome::succeeded(json!({})),
+        }
+    }
+
+    fn inputs(t: &crate::planner::testing::Transcript) -> Vec<Value> {
+        t.last.history.iter().map(|o| o.input.clone()).collect()
+    }
+
+    #[test]
+    fn step_ids_round_trip() {
+        assert_eq!(step_id("deploy", "build"), "deploy:build");
+        let table: &[(&str, Option<(&str, &str)>)] = &[
+            ("deploy:build", Some(("deploy", "build"))),
+            ("a.b-c:d_e", Some(("a.b-c", "d_e"))),
+            ("/run", None),
+            (":x", None),
+            ("x:", None),
+            ("/x:y", None),
+            ("call_1", None),
+        ];
+        for &(id, want) in table {
+            assert_eq!(parse_step_id(id), want, "{id}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_playbook_that_succeeds_runs_its_main_line() {
+        let t = drive(
+            &fixtures(),
+            message("rest", "deploy staging"),
+            deploy_script(None),
+        )
+        .await;
+        assert_eq!(t.invoked(), ["deploy:build", "deploy:deploy"]);
+        assert_eq!(
+            inputs(&t),
+            [
+                json!({"ref": "main", "labels": ["deploy", "staging"]}),
+                // a whole-expression template passes the value (an object) through
+                json!({"env": "staging", "artifact": "app-1.tar",
+                       "build": {"artifact": "app-1.tar"}}),
+            ]
+        );
+        assert_eq!(
+            t.replies(),
+            ["Deploying main to staging", "Built app-1.tar"]
+        );
+        assert_eq!(t.reply(), Some("Deployed staging: https://staging.example"));
+        assert_eq!(t.finish_error(), None);
+        // Replies come right after what they announce.
+        let kinds: Vec<&str> = t
+            .decisions
+            .iter()
+            .map(|d| match d {
+                Decision::Invoke { .. } => "invoke",
+                Decision::Reply { .. } => "reply",
+                Decision::Finish { .. } => "finish",
+            })
+            .collect();
+        assert_eq!(kinds, ["reply", "invoke", "reply", "invoke", "finish"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_step_runs_its_on_failure_branch_then_fails_the_run() {
+        let t = drive(
+            &fixtures(),
+            message("rest", "deploy production v2"),
+            deploy_script(Some(Outcome::failed("connection refused"))),
+        )
+        .await;
+        assert_eq!(
+            t.invoked(),
+            [
+                "deploy:build",
+                "deploy:deploy",
+                "deploy:rollback",
+                "deploy:notify"
+            ]
+        );
+        assert_eq!(inputs(&t)[0]["ref"], "v2");
+        assert_eq!(
+            inputs(&t)[3],
+            json!({"text": "deploy of production failed"})
+        );
+        assert_eq!(
+            t.reply(),
+            Some("Deploy failed at deploy: connection refused; rolled back: succeeded")
+        );
+        assert_eq!(
+            t.finish_error(),
+            Some(
+                "playbook `deploy` failed at step `deploy`: skill `deploy` failed: connection refused"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_denied_approval_is_a_failure_a_branch_can_test() {
+        let t = drive(
+            &fixtures(),
+            message("rest", "deploy production"),
+            deploy_script(Some(Outcome {
+                status: StepStatus::Denied,
+                output: Value::Null,
+                error: None,
+            })),
+        )
+        .await;
+        // rollback's `when` is false for a denied deploy: only notify runs.
+        assert_eq!(
+            t.invoked(),
+            ["deploy:build", "deploy:deploy", "deploy:notify"]
+        );
+        assert_eq!(
+            inputs(&t)[2],
+            json!({"text": "deploy of production denied"})
+        );
+        assert_eq!(
+            t.reply(),
+            Some("Deploy failed at deploy: denied; rolled back: not_run")
+        );
+        assert!(t.finish_error().unwrap().contains("was denied"));
+    }
+
+    #[tokio::test]
+    async fn failures_inside_a_branch_do_not_stop_it() {
+        let t = drive(
+            &fixtures(),
+            message("rest", "deploy staging"),
+            |_, skill, _| match skill {
+                "build" => Outcome::succeeded(json!({"artifact": "a"})),
+                "deploy" => Outcome::failed("boom"),
+                "rollback" => Outcome::failed("rollback broke too"),
+                _ => Outcome::succeeded(json!({})),
+            },
+        )
+        .await;
+        assert_eq!(
+            t.invoked(),
+            [
+                "deploy:build",
+                "deploy:deploy",
+                "deploy:rollback",
+                "deploy:notify"
+            ]
+        );
+        // `failed` stays the step that failed the run, not the last failure.
+        assert_eq!(
+            t.reply(),
+            Some("Deploy failed at deploy: boom; rolled back: failed")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failure_without_on_failure_ends_the_run() {
+        let t = drive(
+            &fixtures(),
+            message("local", "deploy staging"),
+            |_, _, _| Outcome::failed("compiler error"),
+        )
+        .await;
+        assert_eq!(t.invoked(), ["deploy:build"]);
+        assert_eq!(t.replies(), ["Deploying main to staging"]);
+        assert_eq!(
+            t.reply(),
+            Some("Deploy failed at build: compiler error; rolled back: not_run")
+        );
+        assert!(t.finish_error().unwrap().contains("at step `build`"));
+    }
+
+    #[tokio::test]
+    async fn when_skips_steps_and_event_data_keeps_its_types() {
+        let data = json!({"repo": "acme/api", "number": 42, "head_sha": "0123456789abcdef"});
+        let pr = event("github", "pull_request.synchronize", data);
+
+        // Tests pass: the comment step's `when` is false; the success reply is empty.
+        let t = drive(&fixtures(), pr.clone(), |_, _, _| {
+            Outcome::succeeded(json!({"failures": 0}))
+        })
+        .await;
+        assert_eq!(t.invoked(), ["pr-checks:test"]);
+        assert_eq!(
+            inputs(&t)[0],
+            json!({"repo": "acme/api", "number": 42, "head": "0123456789abcdef"})
+        );
+        assert_eq!(t.reply(), None);
+        assert!(t.finished());
+
+        let t = drive(&fixtures(), pr, |_, _, _| {
+            Outcome::succeeded(json!({"failures": 3}))
+        })
+        .await;
+        assert_eq!(t.invoked(), ["pr-checks:test", "pr-checks:comment"]);
+        assert_eq!(
+            inputs(&t)[1],
+            json!({"repo": "acme/api", "number": 42, "body": "3 tests failed on 0123456"})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_playbook_without_steps_just_replies() {
+        let t = drive(&fixtures(), message("console", "Ping"), |_, _, _| {
+            unreachable!("no steps")
+        })
+        .await;
+        assert_eq!(t.decisions.len(), 1);
+        assert_eq!(t.reply(), Some("pong from console (tester)"));
+    }
+
+    #[tokio::test]
+    async fn continue_on_failure_goes_on_and_default_replies_summarise() {
+        let p = planner(&[(
+            "lint.toml",
+            "[trigger]\npattern = '^check$'\n\
+             [[steps]]\nname = 'lint'\nskill = 'lint'\ncontinue_on_failure = true\n\
+             [[steps]]\nname = 'test'\nskill = 'test'\n",
+        )]);
+        let t = drive(&p, message("rest", "check"), |_, skill, _| match skill {
+            "lint" => Outcome::failed("3 warnings"),
+            _ => Outcome::succeeded(json!({})),
+        })
+        .await;
+        assert_eq!(t.invoked(), ["lint:lint", "lint:test"]);
+        assert_eq!(
+            t.reply(),
+            Some("`lint` done. Steps: lint failed, test succeeded.")
+        );
+        assert_eq!(t.finish_error(), None);
+
+        let t = drive(&p, message("rest", "check"), |_, skill, _| match skill {
+            "lint" => Outcome::succeeded(json!({})),
+            _ => Outcome::ended(StepStatus::Forbidden, "not on rest"),
+        })
+        .await;
+        assert_eq!(
+            t.reply(),
+            Some(
+                "playbook `lint` failed at step `test`: skill `test` is not allowed on this channel: not on rest."
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn an_undefined_input_fails_the_run_naming_playbook_step_and_template() {
+        let p = planner(&[(
+            "typo.toml",
+            "[trigger]\npattern = '^go (?P<env>\\w+)$'\n\
+             [[steps]]\nname = 'ship'\nskill = 'deploy'\n\
+             input = { target = { env = 'to {{ match.evn }}' } }\n",
+        )]);
+        let t = drive(&p, message("rest", "go staging"), |_, _, _| unreachable!()).await;
+        let err = t.error.expect("the run fails").0;
+        assert!(err.starts_with("playbook `typo`, step `ship`: input.target.env `to {{ match.evn }}` failed: undefined value"), "{err}");
+        assert!(
+            err.contains("default(...)") && err.contains("typo.toml"),
+            "{err}"
+        );
+        assert!(t.decisions.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_reply_owed_at_a_crash_is_sent_once_after_it() {
+        let p = fixtures();
+        let full = drive(&p, message("rest", "deploy staging"), deploy_script(None)).await;
+
+        // The session crashed after observing `build` but before its reply: the history is
+        // rebuilt with the observation and only the start reply.
+        let mut req = full.last.clone();
+        req.history.truncate(1);
+        req.replies.truncate(1);
+        let resumed = drive_request(&p, req.clone(), deploy_script(None)).await;
+        assert_eq!(
+            resumed.decisions[0],
+            Decision::Reply {
+                text: "Built app-1.tar".into()
+            }
+        );
+        assert_eq!(resumed.last.history, {
+            let mut h = full.last.history.clone();
+            h[1].job_id = resumed.last.history[1].job_id;
+            h
+        });
+        assert_eq!(resumed.replies(), full.replies());
+        assert_eq!(resumed.decisions.last(), full.decisions.last());
+
+        // It crashed after the reply was sent: the next step, no second reply.
+        req.replies = full.replies().to_vec();
+        let d = p.decide(&req).unwrap();
+        assert!(
+            matches!(d, Decision::Invoke { ref step_id, .. } if step_id == "deploy:deploy"),
+            "{d:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn empty_step_replies_are_not_sent_nor_counted() {
+        let p = planner(&[(
+            "quiet.toml",
+            "[trigger]\npattern = 'q'\n\
+             [[steps]]\nname = 'a'\nskill = 'x'\nreply = \"{% if step.output.loud %}loud a{% endif %}\"\n\
+             [[steps]]\nname = 'b'\nskill = 'x'\nreply = 'b done'\n\
+             [reply]\nsuccess = ''\n",
+        )]);
+        let t = drive(&p, message("rest", "q"), |_, _, _| {
+            Outcome::succeeded(json!({}))
+        })
+        .await;
+        assert_eq!(t.invoked(), ["quiet:a", "quiet:b"]);
+        assert_eq!(t.replies(), ["b done"]);
+        assert_eq!(t.reply(), None);
+    }
+
+    #[tokio::test]
+    async fn a_run_stays_with_its_playbook_across_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("10-deploy.toml"), DEPLOY).unwrap();
+        let (p, errors) = DefaultPlanner::load_dir(dir.path());
+        assert_eq!(errors, []);
+        let mut req = request(message("rest", "deploy staging"));
+        req.replies.push("Deploying main to staging".into());
+        let Decision::Invoke {
+            step_id,
+            skill,
+            input,
+        } = p.decide(&req).unwrap()
+        else {
+            panic!("expected the build step")
+        };
+        req.history.push(Observation {
+            step: 1,
+            step_id,
+            skill,
+            input,
+            status: StepStatus::Succeeded,
+            output: json!({"artifact": "x"}),
+            error: None,
+            job_id: None,
+        });
+        req.replies.push("Built x".into());
+
+        // The file now has another playbook that also matches; the run keeps its own.
+        std::fs::write(
+            dir.path().join("00-first.toml"),
+            "[trigger]\npattern = 'deploy'\n",
+        )
+        .unwrap();
+        let report = p.playbooks().reload(dir.path());
+        assert_eq!(report.added, ["00-first"]);
+        assert!(
+            matches!(p.decide(&req).unwrap(), Decision::Invoke { step_id, .. } if step_id == "deploy:deploy")
+        );
+
+        // Its playbook is gone: the run fails and says why.
+        std::fs::remove_file(dir.path().join("10-deploy.toml")).unwrap();
+        p.playbooks().reload(dir.path());
+        let err = p.decide(&req).unwrap_err();
+        assert!(
+            err.0
+                .contains("playbook `deploy`, which is no longer loaded"),
+            "{err}"
+        );
+
+        // A step the playbook no longer has.
+        std::fs::write(
+            dir.path().join("10-deploy.toml"),
+            "name = 'deploy'\n[trigger]\npattern = 'nope'\n",
+        )
+        .unwrap();
+        p.playbooks().reload(dir.path());
+        let err = p.decide(&req).unwrap_err();
+        assert!(
+            err.0
+                .contains("(`deploy:build`) is not a step of playbook `deploy`"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_broken_failure_reply_still_tells_the_failure() {
+        let p = planner(&[(
+            "f.toml",
+            "[trigger]\npattern = 'f'\n[[steps]]\nname = 'a'\nskill = 'x'\n\
+             [reply]\nfailure = '{{ failed.output.nope.deeper }}'\n",
+        )]);
+        let t = drive(&p, message("rest", "f"), |_, _, _| {
+            Outcome::failed("disk full")
+        })
+        .await;
+        let err = t.error.unwrap().0;
+        assert!(
+            err.starts_with("playbook `f` failed at step `a`: skill `x` failed: disk full; and then playbook `f`: reply.failure"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_context_has_what_the_docs_say() {
+        let p = planner(&[(
+            "ctx.toml",
+            "[trigger]\nevents = ['push']\n\
+             [[steps]]\nname = 'a'\nskill = 'x'\n\
+             input = { all = \"{{ [message, event, data.ref, payload.ref, sender, channel, session, playbook.name, steps.a.status, failed] }}\", ids = \"{{ session_id ~ ' ' ~ run_id }}\" }\n",
+        )]);
+        let trigger = Trigger {
+            sender: Some("octocat".into()),
+            ..event("github", "push", json!({"ref": "refs/heads/main"}))
+        };
+        let req = request(trigger.clone());
+        let Decision::Invoke { input, .. } = p.decide(&req).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            input["all"],
+            json!([
+                "",
+                "push",
+                "refs/heads/main",
+                "refs/heads/main",
+                "octocat",
+                "github",
+                "github:test",
+                "ctx",
+                "not_run",
+                null
+            ])
+        );
+        assert_eq!(
+            input["ids"],
+            format!("{} {}", trigger.session_id, req.run_id)
+        );
     }
 }

@@ -13,7 +13,7 @@ use agentloop::{
     RuntimeConfig, SessionConfig, SupervisorSnapshot,
 };
 use serde_json::{Value, json};
-use skills::builtin::{BuiltinConfig, builtin_handlers};
+use skills::builtin::{BuiltinConfig, builtin_handlers, memory_handlers};
 use skills::net::NetPolicy;
 use skills::{AttemptOutcome, BoxFuture, DynHandler, Handler, InputError, JobContext, Registry};
 use store::{
@@ -229,9 +229,10 @@ pub fn open_store() -> (TempDir, Store) {
     (dir, store)
 }
 
-/// The built-in handlers plus the test handlers, over `store`.
+/// The built-in handlers (memory included) plus the test handlers, over `store`.
 pub fn registry(store: &Store, block: &Probe, gate: &Probe) -> Registry {
     let mut handlers: Vec<DynHandler> = builtin_handlers(&BuiltinConfig::default());
+    handlers.extend(memory_handlers(store));
     handlers.push(Arc::new(Probe {
         name: block.name,
         state: block.state.clone(),
