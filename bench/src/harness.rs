@@ -2,9 +2,13 @@
 //! scenarios (b) and (c) measure.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use agentloop::{CallbackConfig, CreateJob, JobService, Runtime, RuntimeConfig};
+use agentloop::{
+    CallbackConfig, CreateJob, DefaultPlanner, JobService, PlaybookPlanner, PlaybookSet, Runtime,
+    RuntimeConfig, SessionConfig,
+};
 use anyhow::Context;
 use serde_json::Value;
 use skills::Registry;
@@ -39,9 +43,19 @@ impl Harness {
         };
         let callbacks =
             CallbackConfig::new(NetPolicy::default(), b"bench-callback-secret".to_vec());
-        let runtime = Runtime::start(store.clone(), registry, config, callbacks)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot start the job runtime: {e}"))?;
+        let planner = Arc::new(DefaultPlanner::new(PlaybookPlanner::new(
+            PlaybookSet::default(),
+        )));
+        let runtime = Runtime::start(
+            store.clone(),
+            registry,
+            config,
+            callbacks,
+            planner,
+            SessionConfig::default(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start the job runtime: {e}"))?;
         Ok(Harness {
             store,
             runtime,
