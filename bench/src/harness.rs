@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use agentloop::{
     CallbackConfig, CreateJob, DefaultPlanner, JobService, PlaybookPlanner, PlaybookSet, Runtime,
-    RuntimeConfig, SessionConfig,
+    RuntimeConfig, SessionConfig, SessionService,
 };
 use anyhow::Context;
 use serde_json::Value;
@@ -65,6 +65,10 @@ impl Harness {
 
     pub fn jobs(&self) -> &JobService {
         &self.runtime.jobs
+    }
+
+    pub fn sessions(&self) -> &SessionService {
+        &self.runtime.sessions
     }
 
     /// Stops the runtime and closes the store (the directory is removed on drop).
