@@ -31,5 +31,7 @@ pub use job::{Job, JobState, Lease, LogLevel, LogLine, NewJob, job_stream};
 pub use job_type::{Approval, JobDefaults, JobType, Policy, Risk};
 pub use keys::{ApiKey, Scope};
 pub use memory::{MemoryEntry, MemoryError, MemoryHit, MemoryQuery, MemoryScope, MemoryWritten};
-pub use store::{CreateOutcome, IdempotencyScope, JobFilter, Store, StoreConfig, WriteTx};
+pub use store::{
+    CreateOutcome, EventPosition, IdempotencyScope, JobFilter, Store, StoreConfig, Tree, WriteTx,
+};
 pub use time::Timestamp;

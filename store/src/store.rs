@@ -63,10 +63,13 @@ pub enum Tree {
     /// `'e' ++ MemoryId` → scope and seq; `'n' ++ scope` → scope stats;
     /// `'q' ++ scope ++ 0x00 ++ seq` → `MemoryId` (see [`crate::memory`]).
     MemoryIndex,
+    /// Webhook delivery id (e.g. GitHub's `X-GitHub-Delivery`) → when it was received and
+    /// where its event went: the dedupe record of a webhook channel (owned by `channels`).
+    Deliveries,
 }
 
 impl Tree {
-    const ALL: [Tree; 11] = [
+    const ALL: [Tree; 12] = [
         Tree::Jobs,
         Tree::JobsActive,
         Tree::Events,
@@ -78,6 +81,7 @@ impl Tree {
         Tree::Meta,
         Tree::Memory,
         Tree::MemoryIndex,
+        Tree::Deliveries,
     ];
 
     pub fn name(self) -> &'static str {
@@ -93,6 +97,7 @@ impl Tree {
             Tree::Meta => "meta",
             Tree::Memory => "memory",
             Tree::MemoryIndex => "memory_index",
+            Tree::Deliveries => "deliveries",
         }
     }
 
@@ -751,6 +756,15 @@ enum Op {
     Remove(Tree, Vec<u8>),
 }
 
+/// Where an event staged with [`WriteTx::append_at`] will be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventPosition {
+    /// Its seq in its stream.
+    pub seq: u64,
+    /// Its position in the global feed.
+    pub global_seq: u64,
+}
+
 /// Changes staged for one atomic write. See [`Store::write`].
 pub struct WriteTx<'s> {
     store: &'s Store,
@@ -791,6 +805,27 @@ impl WriteTx<'_> {
     /// Stages an event; seqs are assigned at commit.
     pub fn append(&mut self, event: NewEvent) {
         self.events.push(event);
+    }
+
+    /// Stages an event like [`WriteTx::append`] and returns the position it will have once
+    /// committed: its seq in its stream and its global seq. Positions are final: the writer
+    /// lock held by this write keeps anyone else from numbering events before it.
+    pub fn append_at(&mut self, event: NewEvent) -> Result<EventPosition, StoreError> {
+        let earlier = self
+            .events
+            .iter()
+            .filter(|e| e.stream == event.stream)
+            .count() as u64;
+        let head = match self.writer.heads.get(&event.stream) {
+            Some(h) => *h,
+            None => self.store.committed_stream_head(&event.stream)?,
+        };
+        let position = EventPosition {
+            seq: head + earlier + 1,
+            global_seq: self.writer.next_global + self.events.len() as u64,
+        };
+        self.events.push(event);
+        Ok(position)
     }
 
     pub fn put<T: Serialize + ?Sized>(&mut self, tree: Tree, key: Vec<u8>, value: &T) {
