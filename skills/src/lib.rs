@@ -2,7 +2,8 @@
 //!
 //! Layout:
 //! - [`handler`]: the `Handler` trait, `JobContext`, `AttemptOutcome`, `InputError`.
-//! - [`builtin`]: built-in handlers (`echo`, `sleep`, `flaky`, `http.request`, `shell.exec`).
+//! - [`builtin`]: built-in handlers (`echo`, `sleep`, `flaky`, `http.request`, `shell.exec`,
+//!   `github.comment`, `memory.*`).
 //! - [`net`]: the outbound-HTTP guard shared by `http.request` and callbacks: host allowlist,
 //!   refusal of loopback/private/link-local addresses, no redirects, capped responses.
 //! - [`registry`]: handlers by name and the persisted job types built over them.

@@ -1,4 +1,5 @@
 //! Integration tests of the skills crate (one binary, modules per area).
 
+mod github_comment;
 mod http_request;
 mod shell;
