@@ -15,6 +15,7 @@ use crate::api;
         api::job_types::list, api::job_types::get_one, api::job_types::create, api::job_types::patch,
         api::keys::list, api::keys::create, api::keys::revoke,
         api::events::list, api::events::stream,
+        api::github::receive,
         openapi,
     ),
     modifiers(&Security),
