@@ -10,8 +10,9 @@ use agentloop::{
 };
 use anyhow::Context;
 use channels::ApiKeys;
+use channels::github::{CommandRules, GithubIngress, IngressConfig};
 use skills::Registry;
-use skills::builtin::{BuiltinConfig, ShellPolicy, builtin_handlers, memory_handlers};
+use skills::builtin::{BuiltinConfig, GithubApi, ShellPolicy, builtin_handlers, memory_handlers};
 use skills::net::NetPolicy;
 use store::{Scope, Store, StoreConfig, Timestamp};
 use tokio::sync::watch;
@@ -46,6 +47,10 @@ impl Gateway {
                 workdirs: config.shell_workdirs.clone(),
                 env_allow: config.shell_env.clone(),
             },
+            github: config.github_token.clone().map(|token| GithubApi {
+                api_url: config.github_api_url.clone(),
+                token,
+            }),
             ..BuiltinConfig::default()
         });
         handlers.extend(memory_handlers(&store));
@@ -113,6 +118,19 @@ impl Gateway {
         } else {
             None
         };
+        let github = config.github_webhook_secret.as_ref().map(|secret| {
+            GithubIngress::new(
+                store.clone(),
+                IngressConfig {
+                    secret: secret.as_bytes().to_vec(),
+                    commands: CommandRules {
+                        prefixes: config.github_command_prefixes.clone(),
+                        bot_login: config.github_bot_login.clone(),
+                    },
+                    dedupe_retention: config.github_delivery_retention,
+                },
+            )
+        });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let state = AppState {
             store,
@@ -121,7 +139,12 @@ impl Gateway {
             runtime: runtime.clone(),
             planner,
             keys,
-            limits: RateLimits::new(config.rate_limit_per_sec, config.rate_limit_burst),
+            limits: RateLimits::new(config.rate_limit_per_sec, config.rate_limit_burst)
+                .with_webhook(
+                    config.webhook_rate_limit_per_sec,
+                    config.webhook_rate_limit_burst,
+                ),
+            github,
             config: Arc::new(config),
             metrics: handle,
             started: Instant::now(),
@@ -205,7 +228,8 @@ pub async fn run_local(
     Ok(summary)
 }
 
-/// Periodic housekeeping: forget old idempotency keys and quiet rate-limit entries.
+/// Periodic housekeeping: forget old idempotency keys, old webhook delivery ids and quiet
+/// rate-limit entries.
 async fn janitor(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
@@ -222,6 +246,19 @@ async fn janitor(state: AppState) {
             Ok(Ok(0)) | Err(_) => {}
             Ok(Ok(n)) => info!(purged = n, "forgot expired idempotency keys"),
             Ok(Err(e)) => warn!(error = %e, "purging idempotency keys failed"),
+        }
+        // Also without a webhook secret (now): ids stored while there was one still expire.
+        let cutoff = Timestamp::now().as_millis()
+            - state.config.github_delivery_retention.as_millis() as i64;
+        let store = state.store.clone();
+        match tokio::task::spawn_blocking(move || {
+            channels::github::purge_deliveries(&store, Timestamp::from_millis(cutoff))
+        })
+        .await
+        {
+            Ok(Ok(0)) | Err(_) => {}
+            Ok(Ok(n)) => info!(purged = n, "forgot expired github delivery ids"),
+            Ok(Err(e)) => warn!(error = %e, "purging github delivery ids failed"),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod approvals;
 pub mod events;
+pub mod github;
 pub mod job_types;
 pub mod jobs;
 pub mod keys;

@@ -16,6 +16,7 @@
 //! - [`smoke`]: `scripts/smoke.sh` against the binary.
 //! - [`shell`]: `shell.exec` is off until programs are allowlisted.
 //! - [`memory`]: `memory.write` / `memory.search` jobs.
+//! - [`github`]: `POST /webhooks/github` with the real payloads; `github.comment` jobs.
 //! - [`sessions`]: the REST channel, playbooks, manifests, approvals, reload, `local`, SIGKILL mid-run.
 
 mod harness;
@@ -24,6 +25,7 @@ mod auth;
 mod callbacks;
 mod crash;
 mod errors;
+mod github;
 mod idempotency;
 mod job_types;
 mod jobs;

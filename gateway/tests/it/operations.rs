@@ -174,11 +174,16 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/events/stream"),
     ("get", "/v1/runtime"),
     ("get", "/v1/openapi.json"),
+    ("post", "/webhooks/github"),
 ];
 
 #[tokio::test]
 async fn openapi_lists_every_route() {
-    let gw = Gateway::start().await;
+    // With a webhook secret, so that the webhook route is served too.
+    let gw = Gateway::builder()
+        .env("RAUSKU_GITHUB_WEBHOOK_SECRET", "it-openapi")
+        .start()
+        .await;
     let r = gw.get("/v1/openapi.json").await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(
@@ -223,6 +228,9 @@ async fn openapi_lists_every_route() {
             assert_ne!(r.status, 404, "{method} {concrete}: {}", r.text);
         }
     }
+    // The webhook is authenticated by its signature: no API-key security on it.
+    let webhook = &paths["/webhooks/github"]["post"];
+    assert_eq!(webhook["security"], json!([{}]), "{webhook}");
     let schemes = &r.json["components"]["securitySchemes"];
     assert!(
         schemes.get("bearer").is_some() && schemes.get("api_key").is_some(),
