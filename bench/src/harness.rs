@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use agentloop::{
     CallbackConfig, CreateJob, DefaultPlanner, JobService, PlaybookPlanner, PlaybookSet, Runtime,
-    RuntimeConfig, SessionConfig, SessionService,
+    RuntimeConfig, SessionConfig, SessionService, SessionSetup,
 };
 use anyhow::Context;
 use serde_json::Value;
@@ -51,8 +51,11 @@ impl Harness {
             registry,
             config,
             callbacks,
-            planner,
-            SessionConfig::default(),
+            SessionSetup {
+                planner,
+                config: SessionConfig::default(),
+                replies: None,
+            },
         )
         .await
         .map_err(|e| anyhow::anyhow!("cannot start the job runtime: {e}"))?;

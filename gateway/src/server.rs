@@ -6,11 +6,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentloop::{
-    Backoff, CallbackConfig, DefaultPlanner, PlaybookPlanner, PlaybookSet, Runtime, RuntimeConfig,
+    Backoff, CallbackConfig, DefaultPlanner, PlaybookPlanner, PlaybookSet, ReplyRoute, Runtime,
+    RuntimeConfig, SessionSetup,
 };
 use anyhow::Context;
 use channels::ApiKeys;
-use channels::github::{CommandRules, GithubIngress, IngressConfig};
+use channels::github::channel::GithubChannelMessage;
+use channels::github::{
+    CommandRules, GithubChannel, GithubChannelArgs, GithubIngress, GithubReplies, IngressConfig,
+};
 use skills::Registry;
 use skills::builtin::{BuiltinConfig, GithubApi, ShellPolicy, builtin_handlers, memory_handlers};
 use skills::net::NetPolicy;
@@ -27,6 +31,7 @@ use crate::state::AppState;
 pub struct Gateway {
     pub state: AppState,
     pub runtime: Arc<Runtime>,
+    github_channel: ractor::ActorRef<GithubChannelMessage>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -98,8 +103,15 @@ impl Gateway {
                 registry.clone(),
                 runtime_config,
                 callbacks,
-                planner.clone(),
-                config.sessions.clone(),
+                SessionSetup {
+                    planner: planner.clone(),
+                    config: config.sessions.clone(),
+                    // Replies on issues and pull requests become comments once a token is set.
+                    replies: config
+                        .github_token
+                        .as_ref()
+                        .map(|_| Arc::new(GithubReplies) as Arc<dyn ReplyRoute>),
+                },
             )
             .await
             .context("cannot start the runtime")?,
@@ -131,6 +143,18 @@ impl Gateway {
                 },
             )
         });
+        // Routes stored GitHub deliveries to their sessions (also those stored before a crash).
+        let (github_channel, _) = ractor::Actor::spawn(
+            None,
+            GithubChannel,
+            GithubChannelArgs {
+                store: store.clone(),
+                sessions: runtime.sessions.clone(),
+                dedupe_retention: config.github_delivery_retention,
+            },
+        )
+        .await
+        .context("cannot start the GitHub channel")?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let state = AppState {
             store,
@@ -153,6 +177,7 @@ impl Gateway {
         Ok(Gateway {
             state,
             runtime,
+            github_channel,
             shutdown,
         })
     }
@@ -186,6 +211,7 @@ impl Gateway {
     /// Drains the runtime and flushes the store.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
+        self.github_channel.stop(None);
         self.runtime
             .shutdown(self.state.config.shutdown_grace)
             .await;

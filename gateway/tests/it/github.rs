@@ -145,7 +145,7 @@ async fn every_real_payload_is_stored_once_and_tampering_or_redelivery_stores_no
         let original: Value = serde_json::from_slice(body).unwrap();
         assert_eq!(d["payload"], original, "{event}/{file}");
     }
-    let stored = gw.all_events().await.len();
+    let stored = github_events(&gw).await.len();
 
     // One bit flipped in the body: refused, nothing stored.
     for (i, (event, file, body)) in all.iter().enumerate() {
@@ -174,7 +174,7 @@ async fn every_real_payload_is_stored_once_and_tampering_or_redelivery_stores_no
         let r = deliver(&gw, Some(event), Some(&id), Some(&signature), body.clone()).await;
         r.assert_error(401, "invalid_signature");
     }
-    assert_eq!(gw.all_events().await.len(), stored, "nothing stored");
+    assert_eq!(github_events(&gw).await.len(), stored, "nothing stored");
 
     // Each delivery again (GitHub's "Redeliver" keeps the id): 200, nothing new.
     for (i, (event, file, body)) in all.iter().enumerate() {
@@ -188,7 +188,7 @@ async fn every_real_payload_is_stored_once_and_tampering_or_redelivery_stores_no
     let (event, _, body) = &all[0];
     let r = signed(&gw, event, "tampered-body-000", body).await;
     assert_eq!(r.status, 202, "{}", r.text);
-    assert_eq!(gw.all_events().await.len(), stored + 1);
+    assert_eq!(github_events(&gw).await.len(), stored + 1);
 
     // Counted by outcome.
     let metrics = send(gw.raw(Method::GET, "/metrics")).await.text;
@@ -370,7 +370,13 @@ async fn acknowledged_deliveries_and_their_dedupe_survive_sigkill() {
 
 /// A mock of the GitHub comments API: the comments of any issue, in one list.
 async fn mock_github() -> (SocketAddr, Arc<Mutex<Vec<Value>>>) {
+    mock_github_failing(0).await
+}
+
+/// A mock of GitHub's issue comments API whose first `fail_posts` POSTs answer 502.
+async fn mock_github_failing(fail_posts: usize) -> (SocketAddr, Arc<Mutex<Vec<Value>>>) {
     let comments: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(fail_posts));
     let app = axum::Router::new()
         .route(
             "/repos/{owner}/{repo}/issues/{number}/comments",
@@ -378,10 +384,17 @@ async fn mock_github() -> (SocketAddr, Arc<Mutex<Vec<Value>>>) {
                 Json(c.lock().unwrap().clone())
             })
             .post(
-                |State(c): State<Arc<Mutex<Vec<Value>>>>,
+                move |State(c): State<Arc<Mutex<Vec<Value>>>>,
                  Path((o, r, n)): Path<(String, String, u64)>,
                  headers: axum::http::HeaderMap,
                  Json(body): Json<Value>| async move {
+                    let failing = failures
+                        .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    if failing {
+                        return (StatusCode::BAD_GATEWAY, Json(json!({"message": "upstream hiccup"})))
+                            .into_response();
+                    }
                     if headers["authorization"] != "Bearer it-token" {
                         return (StatusCode::UNAUTHORIZED, Json(json!({"message": "Bad credentials"})))
                             .into_response();
@@ -442,4 +455,158 @@ async fn github_comment_jobs_post_once_through_the_configured_api() {
     assert_eq!(r.assert_error(400, "invalid_input")["field"], "input.repo");
     let rt = gw.get("/v1/runtime").await.json;
     assert_eq!(rt["config"]["github_token_configured"], true);
+}
+
+const PR_PLAYBOOK: &str = r#"
+description = "check a pull request and say how it went"
+[trigger]
+events = ["pull_request.opened", "pull_request.synchronize"]
+[[steps]]
+name = "check"
+skill = "echo"
+input = { repo = "{{ data.repo }}", number = "{{ data.number }}" }
+[reply]
+success = "checks passed on {{ steps.check.output.repo }}#{{ steps.check.output.number }}"
+"#;
+
+/// A gateway wired to a mock GitHub (whose first `fail_posts` comment POSTs fail with 502) and
+/// a playbook that answers pull requests.
+async fn wired(fail_posts: usize) -> (Gateway, Arc<Mutex<Vec<Value>>>) {
+    let (addr, comments) = mock_github_failing(fail_posts).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("playbooks")).unwrap();
+    std::fs::write(dir.path().join("playbooks/pr.toml"), PR_PLAYBOOK).unwrap();
+    let playbooks = dir.path().join("playbooks").display().to_string();
+    let gw = Gateway::builder()
+        .dir(dir)
+        .env("RAUSKU_GITHUB_WEBHOOK_SECRET", SECRET)
+        .env("RAUSKU_GITHUB_TOKEN", "it-token")
+        .env("RAUSKU_GITHUB_API_URL", &format!("http://{addr}"))
+        .env("RAUSKU_PLAYBOOKS_DIR", &playbooks)
+        .start()
+        .await;
+    (gw, comments)
+}
+
+fn fixture(event: &str, file: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../channels/tests/fixtures/github-webhooks")
+        .join(event)
+        .join(file);
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+async fn wait_comments(comments: &Arc<Mutex<Vec<Value>>>, n: usize) -> Vec<Value> {
+    crate::harness::wait_for(
+        &format!("{n} comment(s)"),
+        Duration::from_secs(30),
+        || async {
+            let c = comments.lock().unwrap().clone();
+            (c.len() >= n).then_some(c)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_pull_request_runs_the_playbook_and_comments_once_despite_a_502() {
+    let (gw, comments) = wired(1).await;
+    let payload = fixture("pull_request", "opened.payload.json");
+    let repo = payload["repository"]["full_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let number = payload["number"].as_u64().unwrap();
+    let body = serde_json::to_vec(&payload).unwrap();
+    let r = signed(&gw, "pull_request", "pr-delivery-1", &body).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    // A redelivery changes nothing.
+    let r = signed(&gw, "pull_request", "pr-delivery-1", &body).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    let posted = wait_comments(&comments, 1).await;
+    assert_eq!(
+        posted[0]["body"].as_str().unwrap().lines().next().unwrap(),
+        format!("checks passed on {repo}#{number}")
+    );
+    // The comment job needed a second attempt (the first POST got a 502).
+    let key = format!("github:{repo}#{number}");
+    let session = gw
+        .get(&format!(
+            "/v1/sessions/{}",
+            key.replace(':', "%3A")
+                .replace('/', "%2F")
+                .replace('#', "%23")
+        ))
+        .await;
+    assert_eq!(session.status, 200, "{}", session.text);
+    let jobs = gw
+        .get(&format!(
+            "/v1/jobs?type=github.comment&session_id={}",
+            session.json["id"].as_str().unwrap()
+        ))
+        .await;
+    let job = &jobs.json["jobs"][0];
+    let job = gw
+        .wait_terminal(job["id"].as_str().unwrap(), Duration::from_secs(30))
+        .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["attempt"], 2, "{job}");
+    assert_eq!(comments.lock().unwrap().len(), 1, "exactly one comment");
+    assert_eq!(session.json["runs"], 1, "the redelivery started nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comment_addressed_to_the_bot_is_a_message_to_the_pull_requests_session() {
+    let (gw, comments) = wired(0).await;
+    let mut payload = fixture("issue_comment", "created.payload.json");
+    payload["comment"]["body"] = json!("Looks good.\n/rausku /status");
+    let body = serde_json::to_vec(&payload).unwrap();
+    let r = signed(&gw, "issue_comment", "comment-1", &body).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let posted = wait_comments(&comments, 1).await;
+    let text = posted[0]["body"].as_str().unwrap();
+    assert!(text.contains("rausku:reply:"), "{text}");
+    let repo = payload["repository"]["full_name"].as_str().unwrap();
+    let number = payload["issue"]["number"].as_u64().unwrap();
+    let r = gw.get("/v1/sessions").await;
+    let session = r
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == format!("github:{repo}#{number}"))
+        .cloned();
+    let session = session.unwrap_or_else(|| panic!("no session for the comment: {}", r.text));
+    assert_eq!(session["channel"], "github");
+
+    // The bot's own comment (it carries the reply marker) is not a command: no new run.
+    let mut own = payload.clone();
+    own["comment"]["body"] = json!(text);
+    let r = signed(
+        &gw,
+        "issue_comment",
+        "comment-2",
+        &serde_json::to_vec(&own).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    let key = session["key"].clone();
+    crate::harness::wait_for("the event's run", Duration::from_secs(30), || async {
+        let r = gw.get("/v1/sessions").await;
+        let s = r
+            .json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["key"] == key)
+            .cloned()?;
+        (s["runs"] == 2 && s["state"] == "idle").then_some(())
+    })
+    .await;
+    assert_eq!(
+        comments.lock().unwrap().len(),
+        1,
+        "no reply to the bot's own comment"
+    );
 }
