@@ -17,12 +17,14 @@
 //! - [`shell`]: `shell.exec` is off until programs are allowlisted.
 //! - [`memory`]: `memory.write` / `memory.search` jobs.
 //! - [`sessions`]: the REST channel, playbooks, manifests, approvals, reload, `local`, SIGKILL mid-run.
+//! - [`devops`]: the DevOps example pack (`examples/devops/`), walked as its README walks it.
 
 mod harness;
 
 mod auth;
 mod callbacks;
 mod crash;
+mod devops;
 mod errors;
 mod idempotency;
 mod job_types;
