@@ -173,6 +173,15 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/events"),
     ("get", "/v1/events/stream"),
     ("get", "/v1/runtime"),
+    ("post", "/v1/runtime/reload"),
+    ("get", "/v1/sessions"),
+    ("get", "/v1/sessions/{key}"),
+    ("post", "/v1/sessions/{key}/messages"),
+    ("post", "/v1/sessions/{key}/interrupt"),
+    ("get", "/v1/sessions/{key}/events"),
+    ("get", "/v1/sessions/{key}/stream"),
+    ("get", "/v1/approvals"),
+    ("post", "/v1/approvals/{id}"),
     ("get", "/v1/openapi.json"),
 ];
 
@@ -207,7 +216,8 @@ async fn openapi_lists_every_route() {
     for (method, path) in ROUTES {
         let concrete = path
             .replace("{id}", "0190d5a0-0000-7000-8000-000000000000")
-            .replace("{name}", "echo");
+            .replace("{name}", "echo")
+            .replace("{key}", "rest%3Aprobe");
         if concrete.ends_with("/stream") {
             continue;
         }
