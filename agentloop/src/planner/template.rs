@@ -18,7 +18,11 @@
 //! expression evaluating to undefined (`"{{ match.evn }}"`) is an error too.
 //!
 //! Besides minijinja's builtins there is a `tojson` filter (`{{ steps.build.output | tojson }}`,
-//! `tojson(2)` indents), since minijinja's own needs a feature this workspace does not enable.
+//! `tojson(2)` indents), since minijinja's own needs a feature this workspace does not enable,
+//! and its reverse, `fromjson`, which parses a string as JSON: a script run by `shell.exec` can
+//! print a JSON object on its last line and later steps read its fields
+//! (`{{ (steps.build.output.stdout | trim | lines | last | fromjson).artifact }}`). A string
+//! that is not JSON is an error naming what it got.
 //!
 //! Layout: [`Templates`] (the environment and the three evaluations), [`TemplateError`],
 //! [`split_expression`] (tells a whole-expression string from a template).
@@ -101,6 +105,7 @@ impl Templates {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
         env.add_filter("tojson", tojson);
+        env.add_filter("fromjson", fromjson);
         Templates { env }
     }
 
@@ -182,6 +187,31 @@ fn tojson(value: &Value, indent: Option<usize>) -> Result<Value, Error> {
     Ok(Value::from_safe_string(json))
 }
 
+/// The `fromjson` filter: `string | fromjson` is the JSON value the string holds.
+fn fromjson(value: &Value) -> Result<Value, Error> {
+    if value.is_undefined() {
+        return Err(Error::new(
+            ErrorKind::UndefinedError,
+            "fromjson got an undefined value",
+        ));
+    }
+    let Some(text) = value.as_str() else {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("fromjson expects a string, got {}", value.kind()),
+        ));
+    };
+    let parsed: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        let shown: String = text.chars().take(80).collect();
+        let more = if shown.len() < text.len() { "…" } else { "" };
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("fromjson: not JSON ({e}): {shown:?}{more}"),
+        )
+    })?;
+    Ok(Value::from_serialize(&parsed))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -242,6 +272,37 @@ mod tests {
         ];
         for (src, want) in table {
             assert_eq!(&t.render_value(src, &ctx()).unwrap(), want, "{src:?}");
+        }
+    }
+
+    #[test]
+    fn fromjson_reads_what_a_script_printed_last() {
+        let t = templates();
+        let ctx = Value::from_serialize(json!({"steps": {"build": {"output": {
+            "stdout": "building\npacked 120 bytes\n{\"artifact\": \"dist/app-main.tar.gz\", \"files\": 3}\n",
+        }}}}));
+        let last = "steps.build.output.stdout | trim | lines | last | fromjson";
+        assert_eq!(
+            t.render_value(&format!("{{{{ ({last}).artifact }}}}"), &ctx)
+                .unwrap(),
+            json!("dist/app-main.tar.gz")
+        );
+        assert_eq!(
+            t.render_value(&format!("{{{{ {last} }}}}"), &ctx).unwrap(),
+            json!({"artifact": "dist/app-main.tar.gz", "files": 3})
+        );
+        assert_eq!(
+            t.render_value("{{ '[1, true]' | fromjson }}", &ctx)
+                .unwrap(),
+            json!([1, true])
+        );
+        for (src, says) in [
+            ("{{ 'building' | fromjson }}", "not JSON"),
+            ("{{ 5 | fromjson }}", "expects a string"),
+            ("{{ nope | fromjson }}", "undefined"),
+        ] {
+            let err = t.render_value(src, &ctx).unwrap_err();
+            assert!(err.message.contains(says), "{src}: {err}");
         }
     }
 

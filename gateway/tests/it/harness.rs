@@ -685,9 +685,9 @@ impl SseReader {
     }
 }
 
-/// Runs `rauskuclaw local <args>` in `cwd` with `stdin` as its input, to completion.
-pub fn local(cwd: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
-    use std::io::Write;
+/// `rauskuclaw local <args>` in `cwd` with `env` (and no inherited `RAUSKU_*`), its stdin,
+/// stdout and stderr piped, not started yet.
+pub fn local_command(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.arg("local").args(args);
     let env: Vec<(String, String)> = env
@@ -698,7 +698,15 @@ pub fn local(cwd: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Ou
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn rauskuclaw local");
+    cmd
+}
+
+/// Runs `rauskuclaw local <args>` in `cwd` with `stdin` as its input, to completion.
+pub fn local(cwd: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = local_command(cwd, args, env)
+        .spawn()
+        .expect("spawn rauskuclaw local");
     child
         .stdin
         .take()

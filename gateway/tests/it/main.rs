@@ -18,12 +18,14 @@
 //! - [`memory`]: `memory.write` / `memory.search` jobs.
 //! - [`github`]: `POST /webhooks/github` with the real payloads; `github.comment` jobs.
 //! - [`sessions`]: the REST channel, playbooks, manifests, approvals, reload, `local`, SIGKILL mid-run.
+//! - [`devops`]: the DevOps example pack (`examples/devops/`), walked as its README walks it.
 
 mod harness;
 
 mod auth;
 mod callbacks;
 mod crash;
+mod devops;
 mod errors;
 mod github;
 mod idempotency;

@@ -1,9 +1,9 @@
 //! `shell.exec`: runs one allowlisted program with an argv, never through a shell.
 //!
-//! Input: `{argv: [program, arg, ...], cwd?, env? {NAME: value}, stdin? (string),
-//! max_output_bytes? (64 KiB)}`. Output: `{exit_code, stdout, stderr, truncated, duration_ms}`,
-//! where `stdout` and `stderr` are the last `max_output_bytes` bytes of each stream and
-//! `truncated` says whether either was cut.
+//! Input: `{argv: [program, arg, ...], args? [arg, ...], cwd?, env? {NAME: value}, stdin?
+//! (string), max_output_bytes? (64 KiB)}`; `args` are appended to `argv`. Output: `{exit_code,
+//! stdout, stderr, truncated, duration_ms}`, where `stdout` and `stderr` are the last
+//! `max_output_bytes` bytes of each stream and `truncated` says whether either was cut.
 //!
 //! What a job may do is bounded by the [`ShellPolicy`], checked when the input is validated (so
 //! a refused program is a 400, not a failed job) and again when the attempt starts:
@@ -25,6 +25,12 @@
 //! A job type over this handler may fix fields in its `config` (e.g. `{"argv": ["cargo",
 //! "test"], "cwd": "/srv/repo"}`): those are merged into every input, and an input that sets a
 //! fixed field again is refused (`env` maps are merged name by name).
+//!
+//! A type whose config fixes `argv` takes no `args` from its jobs, unless the config also says
+//! `"accept_args": true`: then each job may append `args` to the fixed command line (`{"argv":
+//! ["sh", "deploy.sh"], "accept_args": true}` and a job's `{"args": ["staging"]}` run `sh
+//! deploy.sh staging`). The type's `input_schema` is the place to bound them. `accept_args` is
+//! read from the config only; an input may not set it.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -63,7 +69,10 @@ const ERROR_SNIPPET: usize = 500;
 /// How much of the command line goes into messages.
 const COMMAND_DISPLAY: usize = 200;
 
-const FIELDS: &[&str] = &["argv", "cwd", "env", "stdin", "max_output_bytes"];
+const FIELDS: &[&str] = &["argv", "args", "cwd", "env", "stdin", "max_output_bytes"];
+
+/// The config-only switch that lets jobs append `args` to a type's fixed `argv`.
+const ACCEPT_ARGS: &str = "accept_args";
 
 /// What `shell.exec` may run, where, and with which environment (the gateway builds it from
 /// `RAUSKU_SHELL_ALLOW`).
@@ -286,32 +295,72 @@ impl ShellExec {
     }
 }
 
+/// `config` without [`ACCEPT_ARGS`], and its value.
+fn split_accept_args(config: &Value) -> Result<(Value, bool), InputError> {
+    let Some(fixed) = config.as_object().filter(|c| c.contains_key(ACCEPT_ARGS)) else {
+        return Ok((config.clone(), false));
+    };
+    let accept = match &fixed[ACCEPT_ARGS] {
+        Value::Bool(b) => *b,
+        other => {
+            return Err(InputError::new(
+                format!("config.{ACCEPT_ARGS}"),
+                format!("expected a boolean, got {}", kind(other)),
+            ));
+        }
+    };
+    let mut rest = fixed.clone();
+    rest.remove(ACCEPT_ARGS);
+    Ok((Value::Object(rest), accept))
+}
+
+/// The strings of the array field `field` (`argv`, `args`).
+fn strings(field: &str, items: &[Value]) -> Result<Vec<String>, InputError> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::String(s) if s.contains('\0') => Err(InputError::new(
+                format!("input.{field}.{i}"),
+                "contains a NUL byte",
+            )),
+            Value::String(s) => Ok(s.clone()),
+            other => Err(InputError::new(
+                format!("input.{field}.{i}"),
+                format!("expected a string, got {}", kind(other)),
+            )),
+        })
+        .collect()
+}
+
 fn parse(policy: &ShellPolicy, config: &Value, input: &Value) -> Result<Exec, InputError> {
-    let merged = super::merge_config(config, input, "env", false)?;
+    if input.get(ACCEPT_ARGS).is_some() {
+        return Err(InputError::new(
+            format!("input.{ACCEPT_ARGS}"),
+            "only a job type's config can set it; leave it out",
+        ));
+    }
+    let (config, accept_args) = split_accept_args(config)?;
+    let argv_fixed = config.get("argv").is_some_and(|v| !v.is_null());
+    if argv_fixed && !accept_args && input.get("args").is_some_and(|v| !v.is_null()) {
+        return Err(InputError::new(
+            "input.args",
+            "this job type fixes its command line (`argv` in its config) and takes no extra \
+             arguments; leave it out (a type that should take them says `accept_args = true` \
+             in its config)",
+        ));
+    }
+    let merged = super::merge_config(&config, input, "env", false)?;
     let obj = object(&merged, FIELDS)?;
 
-    let argv: Vec<String> = match obj.get("argv") {
+    let mut argv: Vec<String> = match obj.get("argv") {
         Some(Value::Array(items)) if items.is_empty() => {
             return Err(InputError::new(
                 "input.argv",
                 "empty; give the program and its arguments, e.g. [\"cargo\", \"test\"]",
             ));
         }
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| match item {
-                Value::String(s) if s.contains('\0') => Err(InputError::new(
-                    format!("input.argv.{i}"),
-                    "contains a NUL byte",
-                )),
-                Value::String(s) => Ok(s.clone()),
-                other => Err(InputError::new(
-                    format!("input.argv.{i}"),
-                    format!("expected a string, got {}", kind(other)),
-                )),
-            })
-            .collect::<Result<_, _>>()?,
+        Some(Value::Array(items)) => strings("argv", items)?,
         Some(Value::String(_)) => {
             return Err(InputError::new(
                 "input.argv",
@@ -335,6 +384,16 @@ fn parse(policy: &ShellPolicy, config: &Value, input: &Value) -> Result<Exec, In
     let program = policy
         .resolve_program(&argv[0])
         .map_err(|e| InputError::new("input.argv.0", e))?;
+    match obj.get("args") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => argv.extend(strings("args", items)?),
+        Some(other) => {
+            return Err(InputError::new(
+                "input.args",
+                format!("expected an array of strings, got {}", kind(other)),
+            ));
+        }
+    }
 
     let cwd = match obj.get("cwd") {
         None | Some(Value::Null) => None,
@@ -780,8 +839,8 @@ impl Handler for ShellExec {
     }
 
     fn description(&self) -> &'static str {
-        "Runs an allowlisted program (RAUSKU_SHELL_ALLOW) from an argv, never through a shell, \
-         streaming stdout/stderr into the job log; returns {exit_code, stdout, stderr, \
+        "Runs an allowlisted program (RAUSKU_SHELL_ALLOW) from an argv (plus `args`), never \
+         through a shell, streaming stdout/stderr into the job log; returns {exit_code, stdout, stderr, \
          truncated, duration_ms}. Disabled until programs are allowlisted."
     }
 
@@ -1007,6 +1066,63 @@ mod tests {
             .validate(&json!({"argv": ["rm"]}), &json!({}))
             .unwrap_err();
         assert_eq!(err.field, "input.argv.0");
+    }
+
+    #[test]
+    fn args_extend_argv_only_where_the_type_accepts_them() {
+        let h = handler(&["echo", "sh"]);
+        // Without a fixed argv, `args` simply follow it.
+        let exec = parse(
+            &h.policy,
+            &Value::Null,
+            &json!({"argv": ["echo", "a"], "args": ["b", "c d"]}),
+        )
+        .unwrap();
+        assert_eq!(exec.argv, ["echo", "a", "b", "c d"]);
+
+        // A fixed argv takes no args unless the config accepts them.
+        let fixed = json!({"argv": ["sh", "deploy.sh"]});
+        let err = h.validate(&fixed, &json!({"args": ["x"]})).unwrap_err();
+        assert_eq!(err.field, "input.args");
+        assert!(err.message.contains("accept_args"), "{err}");
+        assert_eq!(h.validate(&fixed, &json!({"args": null})), Ok(()));
+        let off = json!({"argv": ["sh", "deploy.sh"], "accept_args": false});
+        assert_eq!(
+            h.validate(&off, &json!({"args": ["x"]})).unwrap_err().field,
+            "input.args"
+        );
+
+        let open = json!({"argv": ["sh", "deploy.sh"], "accept_args": true});
+        let exec = parse(
+            &h.policy,
+            &open,
+            &json!({"args": ["staging", "dist/app.tar.gz"]}),
+        )
+        .unwrap();
+        assert_eq!(exec.argv, ["sh", "deploy.sh", "staging", "dist/app.tar.gz"]);
+        let exec = parse(&h.policy, &open, &json!({})).unwrap();
+        assert_eq!(exec.argv, ["sh", "deploy.sh"]);
+        // Args are still strings without NUL bytes, and argv itself stays fixed.
+        let cases = [
+            (json!({"args": "staging"}), "input.args"),
+            (json!({"args": [1]}), "input.args.0"),
+            (json!({"args": ["ok", "a\u{0}b"]}), "input.args.1"),
+            (json!({"argv": ["echo"]}), "input.argv"),
+            // Only the config may open the door.
+            (json!({"accept_args": true}), "input.accept_args"),
+        ];
+        for (input, field) in cases {
+            let err = h.validate(&open, &input).unwrap_err();
+            assert_eq!(err.field, field, "{input}: {err}");
+        }
+        let err = h
+            .validate(&fixed, &json!({"accept_args": true, "args": ["x"]}))
+            .unwrap_err();
+        assert_eq!(err.field, "input.accept_args");
+        let err = h
+            .validate(&json!({"argv": ["echo"], "accept_args": "yes"}), &json!({}))
+            .unwrap_err();
+        assert_eq!(err.field, "config.accept_args");
     }
 
     #[test]

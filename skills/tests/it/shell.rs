@@ -130,6 +130,30 @@ async fn echo_succeeds_and_streams_its_output() {
 }
 
 #[tokio::test]
+async fn a_fixed_script_takes_its_arguments_from_the_job() {
+    // As a manifest `[config] argv = ["sh", "greet.sh"], accept_args = true` would run it.
+    let dir = TempDir::new().unwrap();
+    std::fs::write(dir.path().join("greet.sh"), "echo \"hello $1 ($#)\"\n").unwrap();
+    let h = handler(dir.path());
+    let config = json!({"argv": ["sh", "greet.sh"], "accept_args": true});
+    let input = json!({"args": ["big world; rm -rf /"]});
+    h.validate(&config, &input).unwrap();
+    let log = Arc::new(Lines::default());
+    let ctx = JobContext {
+        config,
+        ..ctx(log.clone())
+    };
+    let out = succeeded(h.run(ctx, input).await);
+    // One argument, never parsed by a shell.
+    assert_eq!(out["stdout"], "hello big world; rm -rf / (1)\n");
+    let info = log.at(LogLevel::Info);
+    assert!(
+        info[0].starts_with("$ sh greet.sh 'big world; rm -rf /'"),
+        "{info:?}"
+    );
+}
+
+#[tokio::test]
 async fn stderr_is_logged_as_warnings_and_non_zero_exit_fails() {
     let dir = TempDir::new().unwrap();
     let h = handler(dir.path());
