@@ -1034,7 +1034,7 @@ fn skills_for(registry: &Registry, channel: &str) -> Vec<SkillInfo> {
 
 fn humanize(d: Duration) -> String {
     let s = d.as_secs();
-    if s >= 60 && s % 60 == 0 {
+    if s >= 60 && s.is_multiple_of(60) {
         format!("{} min", s / 60)
     } else if s > 0 {
         format!("{s} s")
