@@ -60,6 +60,9 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/health", get(api::runtime::health))
         .route("/metrics", get(api::runtime::metrics))
+        // Outside the nest, so the header-key middleware does not see it: a WebSocket
+        // authenticates with its first frame. No timeout layer applies to it.
+        .route("/v1/console", get(api::console::console))
         .nest("/v1", v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

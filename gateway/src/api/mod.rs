@@ -1,6 +1,7 @@
 //! Route handlers, one module per resource.
 
 pub mod approvals;
+pub mod console;
 pub mod events;
 pub mod job_types;
 pub mod jobs;
