@@ -17,11 +17,14 @@
 //! - [`shell`]: `shell.exec` is off until programs are allowlisted.
 //! - [`memory`]: `memory.write` / `memory.search` jobs.
 //! - [`sessions`]: the REST channel, playbooks, manifests, approvals, reload, `local`, SIGKILL mid-run.
+//! - [`console`]: the WebSocket console with a real client: auth by first frame, scopes, bad
+//!   frames, gap-free subscriptions, runs/jobs/approvals, slow clients lagged, shutdown.
 
 mod harness;
 
 mod auth;
 mod callbacks;
+mod console;
 mod crash;
 mod errors;
 mod idempotency;

@@ -173,6 +173,16 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/events"),
     ("get", "/v1/events/stream"),
     ("get", "/v1/runtime"),
+    ("post", "/v1/runtime/reload"),
+    ("get", "/v1/sessions"),
+    ("get", "/v1/sessions/{key}"),
+    ("post", "/v1/sessions/{key}/messages"),
+    ("post", "/v1/sessions/{key}/interrupt"),
+    ("get", "/v1/sessions/{key}/events"),
+    ("get", "/v1/sessions/{key}/stream"),
+    ("get", "/v1/approvals"),
+    ("post", "/v1/approvals/{id}"),
+    ("get", "/v1/console"),
     ("get", "/v1/openapi.json"),
 ];
 
