@@ -88,12 +88,12 @@ enum End {
 
 async fn serve(state: AppState, socket: WebSocket) {
     let _open = Open::new();
-    let keys = state.limits.clone();
+    let limits = state.limits.clone();
     let services = ConsoleServices {
         sessions: state.runtime.sessions.clone(),
         store: state.store.clone(),
         keys: state.keys.clone(),
-        rate_limit: Some(std::sync::Arc::new(move |id: &str| keys.check_key(id))),
+        rate_limit: Some(std::sync::Arc::new(move |id: &str| limits.check_key(id))),
         config: ConsoleConfig {
             queue: state.config.console_queue,
             idempotency_retention: state.config.idempotency_retention,
@@ -168,6 +168,11 @@ async fn serve(state: AppState, socket: WebSocket) {
             sink.send(Message::Close(Some(frame))),
         )
         .await;
+        if code == CLOSE_TOO_BIG {
+            // The client may still be sending the rest of the frame: closing at once would
+            // reset the connection and could lose the close frame. Give it a moment.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 }
 
