@@ -33,8 +33,8 @@ pub use planner::{
     Decision, DefaultPlanner, Observation, PlanError, PlanRequest, Planner, PlaybookFileError,
     PlaybookInfo, PlaybookPlanner, PlaybookReloadReport, PlaybookSet, StepStatus, Trigger,
 };
-pub use runtime::Runtime;
-pub use session::{SessionConfig, SessionDeps, SessionSnapshot};
+pub use runtime::{Runtime, SessionSetup};
+pub use session::{ReplyRoute, SessionConfig, SessionDeps, SessionSnapshot};
 pub use session_router::{
     Inbound, RouteError, Routed, RouterSnapshot, SessionRouter, SessionRouterMessage,
 };

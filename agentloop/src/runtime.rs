@@ -14,9 +14,17 @@ use crate::job_supervisor::{
 };
 use crate::jobs::JobService;
 use crate::planner::Planner;
-use crate::session::{SessionConfig, SessionDeps};
+use crate::session::{ReplyRoute, SessionConfig, SessionDeps};
 use crate::session_router::{SessionRouter, SessionRouterMessage};
 use crate::sessions::SessionService;
+
+/// What the sessions are started with.
+pub struct SessionSetup {
+    pub planner: Arc<dyn Planner>,
+    pub config: SessionConfig,
+    /// Delivers replies of channels that need a job for it (GitHub comments).
+    pub replies: Option<Arc<dyn ReplyRoute>>,
+}
 
 /// The running runtime: the job actors and the sessions.
 pub struct Runtime {
@@ -35,8 +43,7 @@ impl Runtime {
         registry: Registry,
         config: RuntimeConfig,
         callbacks: CallbackConfig,
-        planner: Arc<dyn Planner>,
-        session_config: SessionConfig,
+        sessions: SessionSetup,
     ) -> Result<Runtime, SpawnErr> {
         let callbacks_enabled = !callbacks.net.allowlist.is_empty();
         let net = callbacks.net.clone();
@@ -59,8 +66,9 @@ impl Runtime {
             store: store.clone(),
             jobs: jobs.clone(),
             registry,
-            planner,
-            config: session_config,
+            planner: sessions.planner,
+            config: sessions.config,
+            replies: sessions.replies,
         });
         let (router, _) = Actor::spawn(None, SessionRouter, deps).await?;
         Ok(Runtime {

@@ -74,6 +74,17 @@ pub struct SessionDeps {
     pub registry: Registry,
     pub planner: Arc<dyn Planner>,
     pub config: SessionConfig,
+    /// Turns replies into jobs for channels whose replies leave the process (GitHub comments).
+    pub replies: Option<Arc<dyn ReplyRoute>>,
+}
+
+/// How a channel delivers a session's replies as durable jobs. A reply of a session whose
+/// channel has a route is written together with the job that delivers it.
+pub trait ReplyRoute: Send + Sync + 'static {
+    /// The job that delivers `text` for the session `session_key`, if this route handles it.
+    /// `reply_id` is stable across crashes and retries (`<run id>-<n>`): a job that checks it
+    /// posts each reply once.
+    fn job_for(&self, session_key: &str, reply_id: &str, text: &str) -> Option<CreateJob>;
 }
 
 /// The actor. See the module docs.
@@ -459,13 +470,22 @@ impl SessionActorState {
                     return self.advance(myself);
                 }
                 run.replies.push(text.clone());
+                let index = run.replies.len();
+                let delivery = self.reply_job(index, &text);
                 let reply = ("reply", json!({ "run_id": run_id, "text": text }));
-                self.write(vec![decided, reply], |_| Ok(()))?;
+                self.write(vec![decided, reply], |tx| match &delivery {
+                    Some(job) => tx.insert_job(job.clone()),
+                    None => Ok(()),
+                })?;
+                self.enqueue_reply(delivery);
                 self.plan(myself);
             }
             Decision::Finish { reply, error } => {
                 let mut events = vec![decided];
+                let mut delivery = None;
                 if let Some(text) = &reply {
+                    let index = self.run.as_ref().map_or(0, |r| r.replies.len()) + 1;
+                    delivery = self.reply_job(index, text);
                     events.push(("reply", json!({ "run_id": run_id, "text": text })));
                 }
                 let summary = match &error {
@@ -481,7 +501,8 @@ impl SessionActorState {
                     ),
                 };
                 events.push((summary.0, summary.1));
-                self.end_run(summary.2, events)?;
+                self.end_run(summary.2, events, delivery.clone())?;
+                self.enqueue_reply(delivery);
                 self.advance(myself)?;
             }
             Decision::Invoke {
@@ -739,7 +760,7 @@ impl SessionActorState {
         };
         let data = json!({ "run_id": run.id, "by": by });
         self.stop_pending_work();
-        self.end_run("interrupted", vec![("run.interrupted", data)])?;
+        self.end_run("interrupted", vec![("run.interrupted", data)], None)?;
         Ok(true)
     }
 
@@ -751,7 +772,7 @@ impl SessionActorState {
         warn!(session = %self.record.key, run_id = %run.id, %error, "run failed");
         let data = json!({ "run_id": run.id, "error": error });
         self.stop_pending_work();
-        self.end_run("failed", vec![("run.failed", data)])
+        self.end_run("failed", vec![("run.failed", data)], None)
     }
 
     /// Cancels the running job or the pending approval of the current run.
@@ -789,16 +810,46 @@ impl SessionActorState {
         &mut self,
         outcome: &str,
         events: Vec<(&'static str, Value)>,
+        delivery: Option<Job>,
     ) -> Result<(), ActorProcessingErr> {
         let Some(run) = self.run.take() else {
             return Ok(());
         };
-        self.write(events, |_| Ok(()))?;
+        self.write(events, |tx| match delivery {
+            Some(job) => tx.insert_job(job),
+            None => Ok(()),
+        })?;
         self.remember(&run, outcome);
         metrics::counter!("rausku_session_runs_ended_total", "outcome" => outcome.to_owned())
             .increment(1);
         info!(session = %self.record.key, run_id = %run.id, outcome, steps = run.steps, "run ended");
         Ok(())
+    }
+
+    /// The job delivering the run's `index`-th reply through the channel, if the channel has a
+    /// reply route. A job that cannot be prepared (its skill is disabled) is logged and skipped:
+    /// the reply is still an event.
+    fn reply_job(&self, index: usize, text: &str) -> Option<Job> {
+        let route = self.deps.replies.as_ref()?;
+        let run = self.run.as_ref()?;
+        let mut req = route.job_for(&self.record.key, &format!("{}-{index}", run.id), text)?;
+        req.session_id = Some(self.record.id.to_string());
+        req.run_id = Some(run.id.to_string());
+        match self.deps.jobs.prepare(req, None) {
+            Ok(job) => Some(job),
+            Err(e) => {
+                warn!(session = %self.record.key, error = %e, "a reply cannot be delivered");
+                None
+            }
+        }
+    }
+
+    fn enqueue_reply(&self, job: Option<Job>) {
+        if let Some(job) = job
+            && let Err(e) = self.deps.jobs.enqueue(&job)
+        {
+            warn!(%e, "a reply job could not be scheduled; it runs after a restart");
+        }
     }
 
     fn remember(&mut self, run: &Run, outcome: &str) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use agentloop::{
     CallbackConfig, CreateJob, DefaultPlanner, JobService, PlaybookPlanner, PlaybookSet, Runtime,
-    RuntimeConfig, SessionConfig,
+    RuntimeConfig, SessionConfig, SessionService, SessionSetup,
 };
 use anyhow::Context;
 use serde_json::Value;
@@ -51,8 +51,11 @@ impl Harness {
             registry,
             config,
             callbacks,
-            planner,
-            SessionConfig::default(),
+            SessionSetup {
+                planner,
+                config: SessionConfig::default(),
+                replies: None,
+            },
         )
         .await
         .map_err(|e| anyhow::anyhow!("cannot start the job runtime: {e}"))?;
@@ -65,6 +68,10 @@ impl Harness {
 
     pub fn jobs(&self) -> &JobService {
         &self.runtime.jobs
+    }
+
+    pub fn sessions(&self) -> &SessionService {
+        &self.runtime.sessions
     }
 
     /// Stops the runtime and closes the store (the directory is removed on drop).

@@ -5,8 +5,10 @@
 //! - (b) [`throughput`]: `echo` jobs per second from enqueue to `succeeded`, the job runtime
 //!   in process against raw tokio + sled doing the same state writes.
 //! - (c) [`latency`]: enqueue → start latency at half the rate measured in (b).
+//! - (d) [`sessions`]: sessions spawned and messages routed per second, and memory per idle
+//!   session, against raw tokio tasks + channels.
 //!
-//! `cargo run --release -p bench -- [a|b|c|all] [--quick] [--dir PATH]`. Progress goes to
+//! `cargo run --release -p bench -- [a|b|c|d|all] [--quick] [--dir PATH]`. Progress goes to
 //! stderr; the machine, the command and the result table go to stdout.
 
 mod baseline;
@@ -15,6 +17,7 @@ mod harness;
 mod http_create;
 mod latency;
 mod report;
+mod sessions;
 mod stats;
 mod throughput;
 
@@ -27,13 +30,15 @@ use crate::report::Row;
 use crate::stats::{fmt_rate, thousands};
 
 const USAGE: &str = "\
-usage: bench [a|b|c|all]... [--quick] [--dir PATH]
+usage: bench [a|b|c|d|all]... [--quick] [--dir PATH]
 
   a        durable POST /v1/jobs over loopback: the gateway binary vs a raw axum + sled handler
            (needs target/release/rauskuclaw: run `cargo build --release` first)
   b        echo jobs/s from enqueue to succeeded: the job runtime vs raw tokio + sled
   c        enqueue -> start latency at half of (b)'s rate
-  all      all three (the default)
+  d        10,000 sessions: spawned/s, messages routed/s, memory per idle session, vs raw
+           tokio tasks + channels
+  all      all four (the default)
   --quick  smaller runs (seconds instead of a minute or so)
   --dir    where the temporary data directories go (default: the system temp dir); put it
            on the disk you care about: every figure includes fsyncs";
@@ -43,6 +48,7 @@ struct Options {
     a: bool,
     b: bool,
     c: bool,
+    d: bool,
     quick: bool,
     dir: PathBuf,
 }
@@ -52,6 +58,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         a: false,
         b: false,
         c: false,
+        d: false,
         quick: false,
         dir: std::env::temp_dir(),
     };
@@ -61,15 +68,16 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "a" => o.a = true,
             "b" => o.b = true,
             "c" => o.c = true,
-            "all" => (o.a, o.b, o.c) = (true, true, true),
+            "d" => o.d = true,
+            "all" => (o.a, o.b, o.c, o.d) = (true, true, true, true),
             "--quick" => o.quick = true,
             "--dir" => o.dir = it.next().ok_or("--dir needs a path")?.into(),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    if !(o.a || o.b || o.c) {
-        (o.a, o.b, o.c) = (true, true, true);
+    if !(o.a || o.b || o.c || o.d) {
+        (o.a, o.b, o.c, o.d) = (true, true, true, true);
     }
     Ok(o)
 }
@@ -195,6 +203,13 @@ async fn run(o: &Options) -> (Vec<Row>, Vec<anyhow::Error>) {
             }
         }
     }
+    if o.d {
+        let n = if o.quick { 2_000 } else { 10_000 };
+        match sessions::run(&o.dir, n).await {
+            Ok(r) => rows.extend(r),
+            Err(e) => errors.push(e.context("scenario (d)")),
+        }
+    }
     (rows, errors)
 }
 
@@ -227,12 +242,14 @@ mod tests {
     #[test]
     fn arguments() {
         let o = parse_args(&args(&[])).unwrap();
-        assert!(o.a && o.b && o.c && !o.quick);
+        assert!(o.a && o.b && o.c && o.d && !o.quick);
         let o = parse_args(&args(&["b", "--quick"])).unwrap();
         assert!(!o.a && o.b && !o.c && o.quick);
         let o = parse_args(&args(&["c", "--dir", "/x"])).unwrap();
         assert_eq!(o.dir, PathBuf::from("/x"));
-        assert!(parse_args(&args(&["d"])).is_err());
+        let o = parse_args(&args(&["d"])).unwrap();
+        assert!(o.d && !o.a);
+        assert!(parse_args(&args(&["e"])).is_err());
         assert!(parse_args(&args(&["--dir"])).is_err());
     }
 }

@@ -1411,7 +1411,7 @@ mod tests {
 
     use agentloop::{
         CallbackConfig, DefaultPlanner, PlaybookPlanner, PlaybookSet, Runtime, RuntimeConfig,
-        SessionConfig,
+        SessionConfig, SessionSetup,
     };
     use serde_json::{Value, json};
     use skills::Registry;
@@ -1457,8 +1457,11 @@ approval = "always"
             registry,
             RuntimeConfig::default(),
             CallbackConfig::new(Default::default(), b"secret".to_vec()),
-            Arc::new(planner),
-            SessionConfig::default(),
+            SessionSetup {
+                planner: Arc::new(planner),
+                config: SessionConfig::default(),
+                replies: None,
+            },
         )
         .await
         .unwrap();

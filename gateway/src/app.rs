@@ -18,6 +18,8 @@ use crate::state::AppState;
 pub const JOB_BODY_LIMIT: usize = 1 << 20;
 /// Largest body of any other route.
 pub const DEFAULT_BODY_LIMIT: usize = 64 << 10;
+/// Largest body of `POST /webhooks/github`: GitHub caps payloads at 25 MB.
+pub const GITHUB_BODY_LIMIT: usize = 25 << 20;
 
 pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
@@ -63,6 +65,11 @@ pub fn app(state: AppState) -> Router {
         // Outside the nest, so the header-key middleware does not see it: a WebSocket
         // authenticates with its first frame. No timeout layer applies to it.
         .route("/v1/console", get(api::console::console))
+        // Authenticated by its signature, not by an API key: outside `/v1`.
+        .route(
+            "/webhooks/github",
+            post(api::github::receive).layer(DefaultBodyLimit::max(GITHUB_BODY_LIMIT)),
+        )
         .nest("/v1", v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

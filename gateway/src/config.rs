@@ -30,11 +30,16 @@ pub struct RawConfig {
     pub idempotency_retention_hours: Option<u64>,
     pub rate_limit_per_sec: Option<u32>,
     pub rate_limit_burst: Option<u32>,
+    pub webhook_rate_limit_per_sec: Option<u32>,
+    pub webhook_rate_limit_burst: Option<u32>,
     pub shutdown_grace_secs: Option<u64>,
-    // Read now so they are validated and shown; used by the channels and sessions issues.
     pub github_webhook_secret: Option<String>,
     pub github_token: Option<String>,
     pub github_api_url: Option<String>,
+    pub github_bot_login: Option<String>,
+    pub github_command_prefixes: Option<Vec<String>>,
+    pub github_delivery_retention_hours: Option<u64>,
+    // Read now so they are validated and shown; used by the sessions issue.
     pub skills_dir: Option<PathBuf>,
     pub playbooks_dir: Option<PathBuf>,
     pub shell_allow: Option<Vec<String>>,
@@ -62,10 +67,15 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("IDEMPOTENCY_RETENTION_HOURS", Kind::Int),
     ("RATE_LIMIT_PER_SEC", Kind::Int),
     ("RATE_LIMIT_BURST", Kind::Int),
+    ("WEBHOOK_RATE_LIMIT_PER_SEC", Kind::Int),
+    ("WEBHOOK_RATE_LIMIT_BURST", Kind::Int),
     ("SHUTDOWN_GRACE_SECS", Kind::Int),
     ("GITHUB_WEBHOOK_SECRET", Kind::Text),
     ("GITHUB_TOKEN", Kind::Text),
     ("GITHUB_API_URL", Kind::Text),
+    ("GITHUB_BOT_LOGIN", Kind::Text),
+    ("GITHUB_COMMAND_PREFIXES", Kind::List),
+    ("GITHUB_DELIVERY_RETENTION_HOURS", Kind::Int),
     ("SKILLS_DIR", Kind::Text),
     ("PLAYBOOKS_DIR", Kind::Text),
     ("SHELL_ALLOW", Kind::List),
@@ -157,10 +167,15 @@ impl RawConfig {
             idempotency_retention_hours,
             rate_limit_per_sec,
             rate_limit_burst,
+            webhook_rate_limit_per_sec,
+            webhook_rate_limit_burst,
             shutdown_grace_secs,
             github_webhook_secret,
             github_token,
             github_api_url,
+            github_bot_login,
+            github_command_prefixes,
+            github_delivery_retention_hours,
             skills_dir,
             playbooks_dir,
             shell_allow,
@@ -191,10 +206,21 @@ pub struct Config {
     pub idempotency_retention: Duration,
     pub rate_limit_per_sec: u32,
     pub rate_limit_burst: u32,
+    /// Per client address on `POST /webhooks/github`.
+    pub webhook_rate_limit_per_sec: u32,
+    pub webhook_rate_limit_burst: u32,
     pub shutdown_grace: Duration,
+    /// Turns `POST /webhooks/github` on; the secret set on the GitHub webhook.
     pub github_webhook_secret: Option<String>,
+    /// Lets `github.comment` post (and seeds its job type enabled).
     pub github_token: Option<String>,
     pub github_api_url: String,
+    /// The login the bot posts as: its own comments are never commands.
+    pub github_bot_login: Option<String>,
+    /// Comment line prefixes that address the bot, e.g. `/rausku`, `@rauskuclaw`.
+    pub github_command_prefixes: Vec<String>,
+    /// How long `X-GitHub-Delivery` ids are remembered for dedupe.
+    pub github_delivery_retention: Duration,
     pub skills_dir: Option<PathBuf>,
     pub playbooks_dir: Option<PathBuf>,
     pub shell_allow: Vec<String>,
@@ -240,6 +266,35 @@ impl Config {
             raw.rate_limit_per_sec.map(u64::from),
             100,
         )? as u32;
+        let webhook_rate = positive(
+            "webhook_rate_limit_per_sec",
+            raw.webhook_rate_limit_per_sec.map(u64::from),
+            100,
+        )? as u32;
+        let github_command_prefixes: Vec<String> = match raw.github_command_prefixes {
+            None => channels::github::event::DEFAULT_COMMAND_PREFIXES
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
+            Some(list) => list
+                .into_iter()
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect(),
+        };
+        if let Some(bad) = github_command_prefixes
+            .iter()
+            .find(|p| p.chars().any(char::is_whitespace))
+        {
+            bail!(
+                "github_command_prefixes entry {bad:?} contains whitespace; give single words \
+                 such as /rausku or @rauskuclaw, separated by commas"
+            );
+        }
+        let github_bot_login = raw
+            .github_bot_login
+            .map(|l| l.trim().trim_start_matches('@').to_string())
+            .filter(|l| !l.is_empty());
         Ok(Config {
             listen,
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("data")),
@@ -265,10 +320,25 @@ impl Config {
                 raw.rate_limit_burst.map(u64::from),
                 u64::from(rate) * 2,
             )? as u32,
+            webhook_rate_limit_per_sec: webhook_rate,
+            webhook_rate_limit_burst: positive(
+                "webhook_rate_limit_burst",
+                raw.webhook_rate_limit_burst.map(u64::from),
+                u64::from(webhook_rate) * 2,
+            )? as u32,
             shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(10)),
             github_webhook_secret: raw.github_webhook_secret.filter(|s| !s.is_empty()),
             github_token: raw.github_token.filter(|s| !s.is_empty()),
             github_api_url,
+            github_bot_login,
+            github_command_prefixes,
+            github_delivery_retention: Duration::from_secs(
+                3600 * positive(
+                    "github_delivery_retention_hours",
+                    raw.github_delivery_retention_hours,
+                    72,
+                )?,
+            ),
             skills_dir: raw.skills_dir,
             playbooks_dir: raw.playbooks_dir,
             shell_allow: raw.shell_allow.unwrap_or_default(),
@@ -340,10 +410,16 @@ impl Config {
             idempotency_retention_hours: self.idempotency_retention.as_secs() / 3600,
             rate_limit_per_sec: self.rate_limit_per_sec,
             rate_limit_burst: self.rate_limit_burst,
+            webhook_rate_limit_per_sec: self.webhook_rate_limit_per_sec,
+            webhook_rate_limit_burst: self.webhook_rate_limit_burst,
             shutdown_grace_secs: self.shutdown_grace.as_secs(),
             github_webhook_configured: self.github_webhook_secret.is_some(),
+            github_token_configured: self.github_token.is_some(),
             github_api_url: self.github_api_url.clone(),
             console_queue: self.console_queue,
+            github_bot_login: self.github_bot_login.clone(),
+            github_command_prefixes: self.github_command_prefixes.clone(),
+            github_delivery_retention_hours: self.github_delivery_retention.as_secs() / 3600,
         }
     }
 }
@@ -368,10 +444,16 @@ pub struct ConfigSummary {
     pub idempotency_retention_hours: u64,
     pub rate_limit_per_sec: u32,
     pub rate_limit_burst: u32,
+    pub webhook_rate_limit_per_sec: u32,
+    pub webhook_rate_limit_burst: u32,
     pub shutdown_grace_secs: u64,
     pub github_webhook_configured: bool,
+    pub github_token_configured: bool,
     pub github_api_url: String,
     pub console_queue: usize,
+    pub github_bot_login: Option<String>,
+    pub github_command_prefixes: Vec<String>,
+    pub github_delivery_retention_hours: u64,
 }
 
 /// The process environment as pairs (for [`Config::load`]).
@@ -430,6 +512,50 @@ mod tests {
         assert!(c.callback_allow_private);
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("RAUSKU_CALBACK_SECRET"));
+    }
+
+    #[test]
+    fn github_and_webhook_settings() {
+        let c = Config::from_raw(RawConfig::default()).unwrap();
+        assert_eq!(c.github_command_prefixes, ["/rausku", "@rauskuclaw"]);
+        assert_eq!(c.github_delivery_retention, Duration::from_secs(72 * 3600));
+        assert_eq!(
+            (c.webhook_rate_limit_per_sec, c.webhook_rate_limit_burst),
+            (100, 200)
+        );
+        assert_eq!(c.github_bot_login, None);
+        let (raw, warnings) = RawConfig::from_env(env(&[
+            ("RAUSKU_GITHUB_COMMAND_PREFIXES", "!bot, /ops"),
+            ("RAUSKU_GITHUB_BOT_LOGIN", "@rausku-bot"),
+            ("RAUSKU_GITHUB_DELIVERY_RETENTION_HOURS", "1"),
+            ("RAUSKU_WEBHOOK_RATE_LIMIT_PER_SEC", "1"),
+            ("RAUSKU_WEBHOOK_RATE_LIMIT_BURST", "3"),
+        ]))
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let c = Config::from_raw(raw).unwrap();
+        assert_eq!(c.github_command_prefixes, ["!bot", "/ops"]);
+        assert_eq!(c.github_bot_login.as_deref(), Some("rausku-bot"));
+        assert_eq!(c.github_delivery_retention, Duration::from_secs(3600));
+        assert_eq!(
+            (c.webhook_rate_limit_per_sec, c.webhook_rate_limit_burst),
+            (1, 3)
+        );
+        let err = Config::from_raw(RawConfig {
+            github_command_prefixes: Some(vec!["/rausku deploy".into()]),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("whitespace"), "{err}");
+        let err = Config::from_raw(RawConfig {
+            webhook_rate_limit_per_sec: Some(0),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("webhook_rate_limit_per_sec"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use agentloop::JobError;
+use channels::github::IngressError;
 use skills::RegistryError;
 use store::StoreError;
 
@@ -114,6 +115,28 @@ impl From<RegistryError> for ApiError {
             RegistryError::Invalid { field, message } => ApiError::invalid(&field, message),
             RegistryError::Input(input) => ApiError::invalid(&input.field, input.message),
             RegistryError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<IngressError> for ApiError {
+    fn from(e: IngressError) -> Self {
+        let msg = e.to_string();
+        match e {
+            IngressError::Signature(_) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", msg)
+            }
+            IngressError::MissingDelivery | IngressError::InvalidDelivery(_) => {
+                ApiError::invalid("X-GitHub-Delivery", msg)
+            }
+            IngressError::MissingEvent | IngressError::InvalidEvent(_) => {
+                ApiError::invalid("X-GitHub-Event", msg)
+            }
+            IngressError::InvalidJson(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", msg)
+            }
+            IngressError::NotAnObject(_) => ApiError::invalid("body", msg),
+            IngressError::Store(e) => e.into(),
         }
     }
 }

@@ -70,7 +70,7 @@ fn missing_field(msg: &str) -> Option<&str> {
     msg.strip_prefix("missing field `")?.split('`').next()
 }
 
-fn body_error(rej: BytesRejection) -> ApiError {
+pub(crate) fn body_error(rej: BytesRejection) -> ApiError {
     let status = rej.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(

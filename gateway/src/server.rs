@@ -6,12 +6,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentloop::{
-    Backoff, CallbackConfig, DefaultPlanner, PlaybookPlanner, PlaybookSet, Runtime, RuntimeConfig,
+    Backoff, CallbackConfig, DefaultPlanner, PlaybookPlanner, PlaybookSet, ReplyRoute, Runtime,
+    RuntimeConfig, SessionSetup,
 };
 use anyhow::Context;
 use channels::ApiKeys;
+use channels::github::channel::GithubChannelMessage;
+use channels::github::{
+    CommandRules, GithubChannel, GithubChannelArgs, GithubIngress, GithubReplies, IngressConfig,
+};
 use skills::Registry;
-use skills::builtin::{BuiltinConfig, ShellPolicy, builtin_handlers, memory_handlers};
+use skills::builtin::{BuiltinConfig, GithubApi, ShellPolicy, builtin_handlers, memory_handlers};
 use skills::net::NetPolicy;
 use store::{Scope, Store, StoreConfig, Timestamp};
 use tokio::sync::watch;
@@ -26,6 +31,7 @@ use crate::state::AppState;
 pub struct Gateway {
     pub state: AppState,
     pub runtime: Arc<Runtime>,
+    github_channel: ractor::ActorRef<GithubChannelMessage>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -46,6 +52,10 @@ impl Gateway {
                 workdirs: config.shell_workdirs.clone(),
                 env_allow: config.shell_env.clone(),
             },
+            github: config.github_token.clone().map(|token| GithubApi {
+                api_url: config.github_api_url.clone(),
+                token,
+            }),
             ..BuiltinConfig::default()
         });
         handlers.extend(memory_handlers(&store));
@@ -93,8 +103,15 @@ impl Gateway {
                 registry.clone(),
                 runtime_config,
                 callbacks,
-                planner.clone(),
-                config.sessions.clone(),
+                SessionSetup {
+                    planner: planner.clone(),
+                    config: config.sessions.clone(),
+                    // Replies on issues and pull requests become comments once a token is set.
+                    replies: config
+                        .github_token
+                        .as_ref()
+                        .map(|_| Arc::new(GithubReplies) as Arc<dyn ReplyRoute>),
+                },
             )
             .await
             .context("cannot start the runtime")?,
@@ -113,6 +130,31 @@ impl Gateway {
         } else {
             None
         };
+        let github = config.github_webhook_secret.as_ref().map(|secret| {
+            GithubIngress::new(
+                store.clone(),
+                IngressConfig {
+                    secret: secret.as_bytes().to_vec(),
+                    commands: CommandRules {
+                        prefixes: config.github_command_prefixes.clone(),
+                        bot_login: config.github_bot_login.clone(),
+                    },
+                    dedupe_retention: config.github_delivery_retention,
+                },
+            )
+        });
+        // Routes stored GitHub deliveries to their sessions (also those stored before a crash).
+        let (github_channel, _) = ractor::Actor::spawn(
+            None,
+            GithubChannel,
+            GithubChannelArgs {
+                store: store.clone(),
+                sessions: runtime.sessions.clone(),
+                dedupe_retention: config.github_delivery_retention,
+            },
+        )
+        .await
+        .context("cannot start the GitHub channel")?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let state = AppState {
             store,
@@ -121,7 +163,12 @@ impl Gateway {
             runtime: runtime.clone(),
             planner,
             keys,
-            limits: RateLimits::new(config.rate_limit_per_sec, config.rate_limit_burst),
+            limits: RateLimits::new(config.rate_limit_per_sec, config.rate_limit_burst)
+                .with_webhook(
+                    config.webhook_rate_limit_per_sec,
+                    config.webhook_rate_limit_burst,
+                ),
+            github,
             config: Arc::new(config),
             metrics: handle,
             started: Instant::now(),
@@ -130,6 +177,7 @@ impl Gateway {
         Ok(Gateway {
             state,
             runtime,
+            github_channel,
             shutdown,
         })
     }
@@ -163,6 +211,7 @@ impl Gateway {
     /// Drains the runtime and flushes the store.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
+        self.github_channel.stop(None);
         self.runtime
             .shutdown(self.state.config.shutdown_grace)
             .await;
@@ -205,7 +254,8 @@ pub async fn run_local(
     Ok(summary)
 }
 
-/// Periodic housekeeping: forget old idempotency keys and quiet rate-limit entries.
+/// Periodic housekeeping: forget old idempotency keys, old webhook delivery ids and quiet
+/// rate-limit entries.
 async fn janitor(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
@@ -222,6 +272,19 @@ async fn janitor(state: AppState) {
             Ok(Ok(0)) | Err(_) => {}
             Ok(Ok(n)) => info!(purged = n, "forgot expired idempotency keys"),
             Ok(Err(e)) => warn!(error = %e, "purging idempotency keys failed"),
+        }
+        // Also without a webhook secret (now): ids stored while there was one still expire.
+        let cutoff = Timestamp::now().as_millis()
+            - state.config.github_delivery_retention.as_millis() as i64;
+        let store = state.store.clone();
+        match tokio::task::spawn_blocking(move || {
+            channels::github::purge_deliveries(&store, Timestamp::from_millis(cutoff))
+        })
+        .await
+        {
+            Ok(Ok(0)) | Err(_) => {}
+            Ok(Ok(n)) => info!(purged = n, "forgot expired github delivery ids"),
+            Ok(Err(e)) => warn!(error = %e, "purging github delivery ids failed"),
         }
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use agentloop::{DefaultPlanner, JobService, Runtime};
-use channels::ApiKeys;
+use channels::{ApiKeys, GithubIngress};
 use metrics_exporter_prometheus::PrometheusHandle;
 use skills::Registry;
 use store::Store;
@@ -25,6 +25,9 @@ pub struct AppState {
     pub keys: ApiKeys,
     pub config: Arc<Config>,
     pub limits: RateLimits,
+    /// The GitHub webhook ingress; `None` while no webhook secret is configured (the route
+    /// answers 404).
+    pub github: Option<GithubIngress>,
     /// Renders `/metrics`; `None` when no recorder is installed (tests).
     pub metrics: Option<PrometheusHandle>,
     pub started: Instant,

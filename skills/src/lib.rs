@@ -2,7 +2,8 @@
 //!
 //! Layout:
 //! - [`handler`]: the `Handler` trait, `JobContext`, `AttemptOutcome`, `InputError`.
-//! - [`builtin`]: built-in handlers (`echo`, `sleep`, `flaky`, `http.request`, `shell.exec`).
+//! - [`builtin`]: built-in handlers (`echo`, `sleep`, `flaky`, `http.request`, `shell.exec`,
+//!   `github.comment`, `memory.*`).
 //! - [`net`]: the outbound-HTTP guard shared by `http.request` and callbacks: host allowlist,
 //!   refusal of loopback/private/link-local addresses, no redirects, capped responses.
 //! - [`manifest`]: skill manifests, TOML files that define job types, read from a directory

@@ -639,7 +639,14 @@ mod tests {
         let names: Vec<_> = reg.list().into_iter().map(|t| t.name).collect();
         assert_eq!(
             names,
-            ["echo", "flaky", "http.request", "shell.exec", "sleep"]
+            [
+                "echo",
+                "flaky",
+                "github.comment",
+                "http.request",
+                "shell.exec",
+                "sleep"
+            ]
         );
         let sleep = reg.get("sleep").unwrap();
         assert!(sleep.source.is_builtin() && sleep.enabled);
@@ -648,7 +655,14 @@ mod tests {
         assert_eq!(reg.handler("sleep").unwrap().name(), "sleep");
         assert_eq!(
             reg.handler_names(),
-            ["echo", "flaky", "http.request", "shell.exec", "sleep"]
+            [
+                "echo",
+                "flaky",
+                "github.comment",
+                "http.request",
+                "shell.exec",
+                "sleep"
+            ]
         );
     }
 
@@ -679,6 +693,8 @@ mod tests {
                 (1, 600_000)
             );
             assert!(reg.get("echo").unwrap().enabled);
+            // No GitHub token: `github.comment` likewise.
+            assert!(!reg.get("github.comment").unwrap().enabled);
             assert!(matches!(
                 reg.validate_input("shell.exec", &json!({"argv": ["true"]})),
                 Err(RegistryError::Disabled(_))
@@ -688,10 +704,20 @@ mod tests {
         let reg = reopen(&dir, &with_allowlist());
         assert!(!reg.get("shell.exec").unwrap().enabled);
 
-        // With an allowlist from the start it is seeded enabled.
+        // With an allowlist (and a token) from the start they are seeded enabled.
         let dir = TempDir::new().unwrap();
-        let reg = reopen(&dir, &with_allowlist());
+        let reg = reopen(
+            &dir,
+            &BuiltinConfig {
+                github: Some(crate::builtin::GithubApi {
+                    api_url: "https://api.github.com".into(),
+                    token: "t".into(),
+                }),
+                ..with_allowlist()
+            },
+        );
         assert!(reg.get("shell.exec").unwrap().enabled);
+        assert!(reg.get("github.comment").unwrap().enabled);
         reg.validate_input("shell.exec", &json!({"argv": ["true"]}))
             .unwrap();
         match reg.validate_input("shell.exec", &json!({"argv": ["rm", "-rf", "/"]})) {
@@ -756,8 +782,9 @@ mod tests {
             .create(spec(json!({"name": "x", "handler": "nope"})))
             .unwrap_err();
         assert!(
-            err.to_string()
-                .contains("available handlers: echo, flaky, http.request, shell.exec, sleep"),
+            err.to_string().contains(
+                "available handlers: echo, flaky, github.comment, http.request, shell.exec, sleep"
+            ),
             "{err}"
         );
     }

@@ -37,5 +37,7 @@ pub use session::{
     ApprovalRequest, ApprovalState, DecideError, MessageDedupe, MessageOutcome, NewMessage,
     Session, SessionState, session_channel, session_stream,
 };
-pub use store::{CreateOutcome, IdempotencyScope, JobFilter, Store, StoreConfig, WriteTx};
+pub use store::{
+    CreateOutcome, EventPosition, IdempotencyScope, JobFilter, Store, StoreConfig, Tree, WriteTx,
+};
 pub use time::Timestamp;

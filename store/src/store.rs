@@ -70,10 +70,13 @@ pub enum Tree {
     SessionKeys,
     /// `ApprovalId` → `ApprovalRequest`.
     Approvals,
+    /// Webhook delivery id (e.g. GitHub's `X-GitHub-Delivery`) → when it was received and
+    /// where its event went: the dedupe record of a webhook channel (owned by `channels`).
+    Deliveries,
 }
 
 impl Tree {
-    const ALL: [Tree; 14] = [
+    const ALL: [Tree; 15] = [
         Tree::Jobs,
         Tree::JobsActive,
         Tree::Events,
@@ -88,6 +91,7 @@ impl Tree {
         Tree::Sessions,
         Tree::SessionKeys,
         Tree::Approvals,
+        Tree::Deliveries,
     ];
 
     pub fn name(self) -> &'static str {
@@ -106,6 +110,7 @@ impl Tree {
             Tree::Sessions => "sessions",
             Tree::SessionKeys => "session_keys",
             Tree::Approvals => "approvals",
+            Tree::Deliveries => "deliveries",
         }
     }
 
@@ -780,6 +785,15 @@ enum Op {
     Remove(Tree, Vec<u8>),
 }
 
+/// Where an event staged with [`WriteTx::append_at`] will be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventPosition {
+    /// Its seq in its stream.
+    pub seq: u64,
+    /// Its position in the global feed.
+    pub global_seq: u64,
+}
+
 /// Changes staged for one atomic write. See [`Store::write`].
 pub struct WriteTx<'s> {
     store: &'s Store,
@@ -851,6 +865,18 @@ impl WriteTx<'_> {
         self.heads.insert(event.stream.clone(), seq);
         self.events.push((event, seq));
         seq
+    }
+
+    /// Stages an event like [`WriteTx::append`] and returns the position it will have once
+    /// committed: its seq in its stream and its global seq. Positions are final: the writer
+    /// lock held by this write keeps anyone else from numbering events before it.
+    pub fn append_at(&mut self, event: NewEvent) -> Result<EventPosition, StoreError> {
+        let global_seq = self.writer.next_global + self.events.len() as u64;
+        let seq = self.append(event);
+        match self.head_error.take() {
+            Some(e) => Err(e),
+            None => Ok(EventPosition { seq, global_seq }),
+        }
     }
 
     pub fn put<T: Serialize + ?Sized>(&mut self, tree: Tree, key: Vec<u8>, value: &T) {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use agentloop::planner::BoxFuture as PlanFuture;
 use agentloop::{
     Backoff, CallbackConfig, CreateJob, Decision, PlanError, PlanRequest, Planner, Runtime,
-    RuntimeConfig, SessionConfig, SupervisorSnapshot,
+    RuntimeConfig, SessionConfig, SessionSetup, SupervisorSnapshot,
 };
 use serde_json::{Value, json};
 use skills::builtin::{BuiltinConfig, builtin_handlers, memory_handlers};
@@ -342,8 +342,11 @@ impl Harness {
             registry,
             options.config,
             options.callbacks,
-            Arc::new(ScriptPlanner),
-            options.sessions,
+            SessionSetup {
+                planner: Arc::new(ScriptPlanner),
+                config: options.sessions,
+                replies: None,
+            },
         )
         .await
         .expect("runtime starts");

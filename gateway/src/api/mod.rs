@@ -3,6 +3,7 @@
 pub mod approvals;
 pub mod console;
 pub mod events;
+pub mod github;
 pub mod job_types;
 pub mod jobs;
 pub mod keys;

@@ -19,6 +19,7 @@ use crate::api;
         api::sessions::events, api::sessions::stream,
         api::approvals::list, api::approvals::decide,
         api::console::console,
+        api::github::receive,
         openapi,
     ),
     modifiers(&Security),

@@ -16,6 +16,7 @@
 //! - [`smoke`]: `scripts/smoke.sh` against the binary.
 //! - [`shell`]: `shell.exec` is off until programs are allowlisted.
 //! - [`memory`]: `memory.write` / `memory.search` jobs.
+//! - [`github`]: `POST /webhooks/github` with the real payloads; `github.comment` jobs.
 //! - [`sessions`]: the REST channel, playbooks, manifests, approvals, reload, `local`, SIGKILL mid-run.
 //! - [`console`]: the WebSocket console with a real client: auth by first frame, scopes, bad
 //!   frames, gap-free subscriptions, runs/jobs/approvals, slow clients lagged, shutdown.
@@ -27,6 +28,7 @@ mod callbacks;
 mod console;
 mod crash;
 mod errors;
+mod github;
 mod idempotency;
 mod job_types;
 mod jobs;

@@ -184,11 +184,16 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/approvals/{id}"),
     ("get", "/v1/console"),
     ("get", "/v1/openapi.json"),
+    ("post", "/webhooks/github"),
 ];
 
 #[tokio::test]
 async fn openapi_lists_every_route() {
-    let gw = Gateway::start().await;
+    // With a webhook secret, so that the webhook route is served too.
+    let gw = Gateway::builder()
+        .env("RAUSKU_GITHUB_WEBHOOK_SECRET", "it-openapi")
+        .start()
+        .await;
     let r = gw.get("/v1/openapi.json").await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(
@@ -217,7 +222,8 @@ async fn openapi_lists_every_route() {
     for (method, path) in ROUTES {
         let concrete = path
             .replace("{id}", "0190d5a0-0000-7000-8000-000000000000")
-            .replace("{name}", "echo");
+            .replace("{name}", "echo")
+            .replace("{key}", "ops");
         if concrete.ends_with("/stream") {
             continue;
         }
@@ -233,6 +239,9 @@ async fn openapi_lists_every_route() {
             assert_ne!(r.status, 404, "{method} {concrete}: {}", r.text);
         }
     }
+    // The webhook is authenticated by its signature: no API-key security on it.
+    let webhook = &paths["/webhooks/github"]["post"];
+    assert_eq!(webhook["security"], json!([{}]), "{webhook}");
     let schemes = &r.json["components"]["securitySchemes"];
     assert!(
         schemes.get("bearer").is_some() && schemes.get("api_key").is_some(),

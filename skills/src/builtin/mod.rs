@@ -5,9 +5,13 @@
 //! - [`flaky`]: fails its first `fail_times` attempts, for smoke tests and demos.
 //! - [`http`]: `http.request`, an outbound HTTP call to an allowlisted host.
 //! - [`shell`]: `shell.exec`, an allowlisted program run from an argv (never a shell string).
+//! - [`github_comment`]: `github.comment`, a comment on an issue or pull request, posted at most
+//!   once per `reply_id` (`RAUSKU_GITHUB_TOKEN`).
+//! - [`memory`]: `memory.write`, `memory.search` (built by [`memory_handlers`] over the store).
 
 pub mod echo;
 pub mod flaky;
+pub mod github_comment;
 pub mod http;
 pub mod memory;
 pub mod shell;
@@ -22,6 +26,7 @@ use crate::net::NetPolicy;
 
 pub use echo::Echo;
 pub use flaky::Flaky;
+pub use github_comment::{GithubApi, GithubComment};
 pub use http::HttpRequest;
 pub use memory::{MemorySearch, MemoryWrite, memory_handlers};
 pub use shell::{ShellExec, ShellPolicy};
@@ -39,6 +44,9 @@ pub struct BuiltinConfig {
     /// What `shell.exec` may run (`RAUSKU_SHELL_ALLOW`), where and with which environment.
     /// The default allows nothing, and the `shell.exec` type is then seeded disabled.
     pub shell: ShellPolicy,
+    /// The GitHub API `github.comment` posts to (`RAUSKU_GITHUB_API_URL`, `RAUSKU_GITHUB_TOKEN`).
+    /// `None` (no token): the `github.comment` type is seeded disabled and its attempts fail.
+    pub github: Option<GithubApi>,
 }
 
 impl Default for BuiltinConfig {
@@ -47,6 +55,7 @@ impl Default for BuiltinConfig {
             http: NetPolicy::default(),
             http_max_response_bytes: http::MAX_RESPONSE_BYTES_LIMIT,
             shell: ShellPolicy::default(),
+            github: None,
         }
     }
 }
@@ -62,6 +71,7 @@ pub fn builtin_handlers(cfg: &BuiltinConfig) -> Vec<DynHandler> {
             cfg.http_max_response_bytes,
         )),
         Arc::new(ShellExec::new(cfg.shell.clone())),
+        Arc::new(GithubComment::new(cfg.github.clone())),
     ]
 }
 
@@ -208,7 +218,14 @@ mod tests {
         names.sort_unstable();
         assert_eq!(
             names,
-            ["echo", "flaky", "http.request", "shell.exec", "sleep"]
+            [
+                "echo",
+                "flaky",
+                "github.comment",
+                "http.request",
+                "shell.exec",
+                "sleep"
+            ]
         );
     }
 }

@@ -5,6 +5,7 @@
 //!   errors.
 //! - [`shell`]: `shell.exec` running real processes.
 
+mod github_comment;
 mod http_request;
 mod manifests;
 mod shell;

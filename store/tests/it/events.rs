@@ -239,6 +239,53 @@ async fn a_follower_that_lags_behind_a_tiny_bus_catches_up_from_the_store() {
 }
 
 #[tokio::test]
+async fn append_at_predicts_the_positions_events_get() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let write = |store: &Store, streams: &[&str]| {
+        store
+            .write(|tx| {
+                streams
+                    .iter()
+                    .map(|s| tx.append_at(NewEvent::new(*s, "test.event", json!({}))))
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .unwrap()
+    };
+    let mut predicted = Vec::new();
+    {
+        let store = open(dir.path());
+        // Staged and not yet committed, then committed, then mixed in one write.
+        predicted.extend(write(&store, &["a", "b", "a"]));
+        predicted.extend(write(&store, &["a"]));
+        store.durable().await.unwrap();
+        predicted.extend(write(&store, &["b", "a", "c"]));
+        store.durable().await.unwrap();
+    }
+    // After a reopen the heads come from sled.
+    let store = open(dir.path());
+    predicted.extend(write(&store, &["c", "a"]));
+    store.durable().await.unwrap();
+    let events = store.events_after(&StreamFilter::Global, 0, 100).unwrap();
+    let actual: Vec<_> = events.iter().map(|e| (e.seq, e.global_seq)).collect();
+    let predicted: Vec<_> = predicted.iter().map(|p| (p.seq, p.global_seq)).collect();
+    assert_eq!(predicted, actual);
+    assert_eq!(
+        actual,
+        [
+            (1, 1),
+            (1, 2),
+            (2, 3),
+            (3, 4),
+            (2, 5),
+            (4, 6),
+            (1, 7),
+            (2, 8),
+            (5, 9)
+        ]
+    );
+}
+
+#[tokio::test]
 async fn events_become_visible_once_durable() {
     let (_dir, store) = temp_store();
     let mut follower = Follower::new(&store, stream("s"), 0);
