@@ -62,6 +62,9 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/health", get(api::runtime::health))
         .route("/metrics", get(api::runtime::metrics))
+        // Outside the nest, so the header-key middleware does not see it: a WebSocket
+        // authenticates with its first frame. No timeout layer applies to it.
+        .route("/v1/console", get(api::console::console))
         // Authenticated by its signature, not by an API key: outside `/v1`.
         .route(
             "/webhooks/github",

@@ -49,6 +49,7 @@ pub struct RawConfig {
     pub run_timeout_secs: Option<u64>,
     pub approval_timeout_secs: Option<u64>,
     pub session_idle_secs: Option<u64>,
+    pub console_queue: Option<u64>,
 }
 
 /// Environment variable names, and whether the value is a list.
@@ -84,6 +85,7 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("RUN_TIMEOUT_SECS", Kind::Int),
     ("APPROVAL_TIMEOUT_SECS", Kind::Int),
     ("SESSION_IDLE_SECS", Kind::Int),
+    ("CONSOLE_QUEUE", Kind::Int),
 ];
 
 #[derive(Clone, Copy)]
@@ -182,7 +184,8 @@ impl RawConfig {
             max_steps,
             run_timeout_secs,
             approval_timeout_secs,
-            session_idle_secs
+            session_idle_secs,
+            console_queue
         )
     }
 }
@@ -225,6 +228,9 @@ pub struct Config {
     pub shell_env: Vec<String>,
     /// Limits and timeouts of the agent loop.
     pub sessions: agentloop::SessionConfig,
+    /// Frames waiting for the socket per console connection; a subscription that finds it
+    /// full (for a grace period) is dropped as lagged.
+    pub console_queue: usize,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
@@ -357,6 +363,12 @@ impl Config {
                 )?),
                 ..agentloop::SessionConfig::default()
             },
+            console_queue: match positive("console_queue", raw.console_queue, 1024)? {
+                q if q > MAX_CONSOLE_QUEUE => {
+                    bail!("console_queue {q} is too large; use at most {MAX_CONSOLE_QUEUE}")
+                }
+                q => q as usize,
+            },
         })
     }
 
@@ -404,12 +416,16 @@ impl Config {
             github_webhook_configured: self.github_webhook_secret.is_some(),
             github_token_configured: self.github_token.is_some(),
             github_api_url: self.github_api_url.clone(),
+            console_queue: self.console_queue,
             github_bot_login: self.github_bot_login.clone(),
             github_command_prefixes: self.github_command_prefixes.clone(),
             github_delivery_retention_hours: self.github_delivery_retention.as_secs() / 3600,
         }
     }
 }
+
+/// The largest `console_queue`.
+pub const MAX_CONSOLE_QUEUE: u64 = 1 << 20;
 
 /// The configuration without secrets.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -434,6 +450,7 @@ pub struct ConfigSummary {
     pub github_webhook_configured: bool,
     pub github_token_configured: bool,
     pub github_api_url: String,
+    pub console_queue: usize,
     pub github_bot_login: Option<String>,
     pub github_command_prefixes: Vec<String>,
     pub github_delivery_retention_hours: u64,
@@ -462,6 +479,7 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("data"));
         assert!(c.callback_allowlist.is_empty());
         assert_eq!(c.idempotency_retention, Duration::from_secs(24 * 3600));
+        assert_eq!(c.console_queue, 1024);
     }
 
     #[test]
@@ -559,5 +577,11 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("max_concurrency"), "{err}");
+        let err = Config::from_raw(RawConfig {
+            console_queue: Some(MAX_CONSOLE_QUEUE + 1),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("console_queue"), "{err}");
     }
 }

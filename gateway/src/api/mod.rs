@@ -1,6 +1,7 @@
 //! Route handlers, one module per resource.
 
 pub mod approvals;
+pub mod console;
 pub mod events;
 pub mod github;
 pub mod job_types;

@@ -18,6 +18,7 @@ use crate::api;
         api::sessions::list, api::sessions::get_one, api::sessions::send, api::sessions::interrupt,
         api::sessions::events, api::sessions::stream,
         api::approvals::list, api::approvals::decide,
+        api::console::console,
         api::github::receive,
         openapi,
     ),

@@ -19,11 +19,14 @@
 //! - [`github`]: `POST /webhooks/github` with the real payloads; `github.comment` jobs.
 //! - [`sessions`]: the REST channel, playbooks, manifests, approvals, reload, `local`, SIGKILL mid-run.
 //! - [`devops`]: the DevOps example pack (`examples/devops/`), walked as its README walks it.
+//! - [`console`]: the WebSocket console with a real client: auth by first frame, scopes, bad
+//!   frames, gap-free subscriptions, runs/jobs/approvals, slow clients lagged, shutdown.
 
 mod harness;
 
 mod auth;
 mod callbacks;
+mod console;
 mod crash;
 mod devops;
 mod errors;

@@ -182,6 +182,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/sessions/{key}/stream"),
     ("get", "/v1/approvals"),
     ("post", "/v1/approvals/{id}"),
+    ("get", "/v1/console"),
     ("get", "/v1/openapi.json"),
     ("post", "/webhooks/github"),
 ];
