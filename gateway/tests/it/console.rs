@@ -12,7 +12,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{Gateway, send, wait_for};
+use crate::harness::{Gateway, send, session_path, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -186,22 +186,6 @@ fn count(events: &[Value], kind: &str) -> usize {
     events.iter().filter(|e| e["event"] == kind).count()
 }
 
-/// `rest:ops` → `rest%3Aops`.
-fn path_key(key: &str) -> String {
-    key.replace(':', "%3A")
-}
-
-async fn say(gw: &Gateway, key: &str, text: &str) -> Value {
-    let r = gw
-        .post(
-            &format!("/v1/sessions/{}/messages", path_key(key)),
-            json!({ "text": text }),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{}", r.text);
-    r.json
-}
-
 /// Every event of a session, through REST.
 async fn rest_events(gw: &Gateway, key: &str) -> Vec<Value> {
     let mut out = Vec::new();
@@ -210,7 +194,7 @@ async fn rest_events(gw: &Gateway, key: &str) -> Vec<Value> {
         let r = gw
             .get(&format!(
                 "/v1/sessions/{}/events?after={after}&limit=1000",
-                path_key(key)
+                session_path(key)
             ))
             .await;
         assert_eq!(r.status, 200, "{}", r.text);
@@ -361,7 +345,7 @@ async fn a_subscription_from_the_middle_of_a_run_sees_every_event_once_in_order(
     let key = "rest:steps";
     let runs = 4;
     for _ in 0..runs {
-        say(&gw, key, r#"/run sleep {"ms": 300}"#).await;
+        gw.say(key, r#"/run sleep {"ms": 300}"#).await;
     }
     // Wait until the first run is under way, with some events stored.
     let stored = wait_for("the first run to be under way", DEADLINE, || async {
@@ -515,7 +499,7 @@ async fn a_slow_client_gets_lagged_while_a_fast_one_keeps_up() {
         .start()
         .await;
     let key = "rest:load";
-    say(&gw, key, "/help").await;
+    gw.say(key, "/help").await;
 
     // The fast client reads everything, in its own task.
     let mut fast = Client::connected(&gw, &gw.key).await;
@@ -561,13 +545,13 @@ async fn a_slow_client_gets_lagged_while_a_fast_one_keeps_up() {
         let batch = (0..50).map(|i| {
             let text = format!(r#"/run echo {{"i": {}, "pad": "{pad}"}}"#, sent + i);
             let gw = &gw;
-            async move { say(gw, key, &text).await }
+            async move { gw.say(key, &text).await }
         });
         futures_util::future::join_all(batch).await;
         sent += 50;
         // Let the runs happen before looking again (messages queue up faster than they run).
         wait_for("the batch to run", DEADLINE, || async {
-            let r = gw.get(&format!("/v1/sessions/{}", path_key(key))).await;
+            let r = gw.get(&format!("/v1/sessions/{}", session_path(key))).await;
             (r.json["runs"].as_u64() == Some(sent as u64 + 1) && r.json["state"] == "idle")
                 .then_some(())
         })
@@ -625,7 +609,7 @@ async fn a_slow_client_gets_lagged_while_a_fast_one_keeps_up() {
 async fn the_console_closes_when_the_gateway_shuts_down() {
     let mut gw = Gateway::start().await;
     let mut c = Client::connected(&gw, &gw.key.clone()).await;
-    say(&gw, "rest:x", "/help").await;
+    gw.say("rest:x", "/help").await;
     c.call("sessions.subscribe", json!({"key": "rest:x"})).await;
     let started = Instant::now();
     let status = gw.sigterm(Duration::from_secs(20)).await;

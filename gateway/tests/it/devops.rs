@@ -18,7 +18,7 @@ use agentloop::planner::testing::{Outcome, drive, event, message};
 use agentloop::{DefaultPlanner, PlaybookPlanner, PlaybookSet, Trigger};
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, local, local_command, wait_for};
+use crate::harness::{Gateway, local, local_command, session_path, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -206,26 +206,11 @@ fn the_terminal_walkthrough_builds_deploys_once_approved_and_recalls_a_triage() 
     );
 }
 
-/// `rest:<name>` → the path segment.
-fn path_key(key: &str) -> String {
-    key.replace(':', "%3A")
-}
-
-async fn say(gw: &Gateway, key: &str, text: &str) {
-    let r = gw
-        .post(
-            &format!("/v1/sessions/{}/messages", path_key(key)),
-            json!({ "text": text }),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{}", r.text);
-}
-
 async fn events(gw: &Gateway, key: &str) -> Vec<Value> {
     let r = gw
         .get(&format!(
             "/v1/sessions/{}/events?after=0&limit=1000",
-            path_key(key)
+            session_path(key)
         ))
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -343,7 +328,7 @@ async fn the_rest_walkthrough_approves_denies_stops_on_failing_tests_and_rolls_b
     }
 
     // Approve: deployed.
-    say(&gw, "rest:ops", "deploy staging").await;
+    gw.say("rest:ops", "deploy staging").await;
     let approval = decide(&gw, "approve", "go").await;
     assert_eq!(approval["skill"], "deploy");
     assert_eq!(approval["risk"], "deploy");
@@ -393,7 +378,7 @@ async fn the_rest_walkthrough_approves_denies_stops_on_failing_tests_and_rolls_b
     );
 
     // Deny: no rollback (nothing changed), only the notify branch.
-    say(&gw, "rest:ops", "deploy production").await;
+    gw.say("rest:ops", "deploy production").await;
     decide(&gw, "deny", "change freeze").await;
     let evs = run_ended(&gw, "rest:ops", 2).await;
     let run = last_run(&evs);
@@ -423,7 +408,7 @@ async fn the_rest_walkthrough_approves_denies_stops_on_failing_tests_and_rolls_b
 
     // A failing test stops the deploy before anyone is asked to approve it.
     std::fs::write(app(&root).join(".fail-tests"), "").unwrap();
-    say(&gw, "rest:ops", "deploy staging").await;
+    gw.say("rest:ops", "deploy staging").await;
     let evs = run_ended(&gw, "rest:ops", 3).await;
     let run = last_run(&evs);
     assert_eq!(
@@ -445,7 +430,7 @@ async fn the_rest_walkthrough_approves_denies_stops_on_failing_tests_and_rolls_b
 
     // A deploy whose health check fails: rolled back to the release before it, then notify.
     std::fs::write(app(&root).join(".fail-deploy"), "").unwrap();
-    say(&gw, "rest:ops", "deploy staging v2").await;
+    gw.say("rest:ops", "deploy staging v2").await;
     decide(&gw, "approve", "").await;
     let evs = run_ended(&gw, "rest:ops", 4).await;
     let run = last_run(&evs);
@@ -471,7 +456,7 @@ async fn the_rest_walkthrough_approves_denies_stops_on_failing_tests_and_rolls_b
     std::fs::remove_file(app(&root).join(".fail-deploy")).unwrap();
 
     // Triage sees the failed health check: it remembers, and pages.
-    say(&gw, "rest:oncall", "incident checkout is slow").await;
+    gw.say("rest:oncall", "incident checkout is slow").await;
     let evs = run_ended(&gw, "rest:oncall", 1).await;
     assert_eq!(ended_as(&evs), "run.finished", "{evs:#?}");
     assert_eq!(
@@ -490,7 +475,7 @@ async fn the_rest_walkthrough_approves_denies_stops_on_failing_tests_and_rolls_b
             && last.ends_with("on-call paged."),
         "{last}"
     );
-    say(&gw, "rest:oncall", "/recall checkout").await;
+    gw.say("rest:oncall", "/recall checkout").await;
     let evs = run_ended(&gw, "rest:oncall", 2).await;
     let last = replies(&evs).pop().unwrap();
     assert!(

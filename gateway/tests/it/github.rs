@@ -534,9 +534,7 @@ async fn a_signed_pull_request_runs_the_playbook_and_comments_once_despite_a_502
     let session = gw
         .get(&format!(
             "/v1/sessions/{}",
-            key.replace(':', "%3A")
-                .replace('/', "%2F")
-                .replace('#', "%23")
+            crate::harness::session_path(&key)
         ))
         .await;
     assert_eq!(session.status, 200, "{}", session.text);

@@ -206,6 +206,19 @@ impl Gateway {
         self.addr = addr;
     }
 
+    /// Sends a message to a session (`POST /v1/sessions/{key}/messages`), asserting the 202;
+    /// returns `{session_id, seq}`.
+    pub async fn say(&self, key: &str, text: &str) -> Value {
+        let r = self
+            .post(
+                &format!("/v1/sessions/{}/messages", session_path(key)),
+                json!({ "text": text }),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{}", r.text);
+        r.json
+    }
+
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child
@@ -714,4 +727,11 @@ pub fn local(cwd: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Ou
         .write_all(stdin.as_bytes())
         .expect("write stdin");
     child.wait_with_output().expect("run rauskuclaw local")
+}
+
+/// A session key as a URL path segment: `github:acme/api#1` → `github%3Aacme%2Fapi%231`.
+pub fn session_path(key: &str) -> String {
+    key.replace(':', "%3A")
+        .replace('/', "%2F")
+        .replace('#', "%23")
 }

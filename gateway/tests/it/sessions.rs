@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, SseReader, local, send, wait_for, with_json};
+use crate::harness::{Gateway, SseReader, local, send, session_path, wait_for, with_json};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -134,27 +134,12 @@ async fn gateway_with_playbooks() -> Gateway {
         .await
 }
 
-/// `rest:ops` → `rest%3Aops`.
-fn path_key(key: &str) -> String {
-    key.replace(':', "%3A")
-        .replace('/', "%2F")
-        .replace('#', "%23")
-}
-
-async fn say(gw: &Gateway, key: &str, text: &str) -> Value {
-    let r = gw
-        .post(
-            &format!("/v1/sessions/{}/messages", path_key(key)),
-            json!({ "text": text }),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{}", r.text);
-    r.json
-}
-
 async fn events(gw: &Gateway, key: &str) -> Vec<Value> {
     let r = gw
-        .get(&format!("/v1/sessions/{}/events?limit=1000", path_key(key)))
+        .get(&format!(
+            "/v1/sessions/{}/events?limit=1000",
+            session_path(key)
+        ))
         .await;
     if r.status == 404 {
         return Vec::new();
@@ -202,7 +187,7 @@ async fn pending_approval(gw: &Gateway) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rest_message_runs_a_command_and_the_events_show_the_loop() {
     let gw = Gateway::start().await;
-    let accepted = say(&gw, "rest:ops", r#"/run echo {"x":1}"#).await;
+    let accepted = gw.say("rest:ops", r#"/run echo {"x":1}"#).await;
     assert_eq!(accepted["seq"], 1);
     let evs = wait_kind(&gw, "rest:ops", "run.finished", 1).await;
     assert_eq!(
@@ -242,7 +227,7 @@ async fn a_rest_message_runs_a_command_and_the_events_show_the_loop() {
     assert_eq!(r.json["jobs"].as_array().unwrap().len(), 1);
 
     // Unmatched text gets help, not an error.
-    say(&gw, "rest:ops", "what can you do?").await;
+    gw.say("rest:ops", "what can you do?").await;
     let evs = wait_kind(&gw, "rest:ops", "run.finished", 2).await;
     let help = replies(&evs)[1];
     assert!(help.contains("/run"), "{help}");
@@ -279,7 +264,7 @@ async fn bad_session_requests_get_clear_errors() {
     gw.post("/v1/sessions/nobody/interrupt", json!({}))
         .await
         .assert_error(404, "not_found");
-    say(&gw, "rest:ops", "/help").await;
+    gw.say("rest:ops", "/help").await;
     gw.get("/v1/sessions/ops/events?limit=0")
         .await
         .assert_error(400, "invalid_input");
@@ -342,7 +327,7 @@ async fn an_idempotency_key_makes_a_message_count_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_playbook_step_runs_its_on_failure_branch() {
     let gw = gateway_with_playbooks().await;
-    say(&gw, "rest:rel", "release 1.2.3").await;
+    gw.say("rest:rel", "release 1.2.3").await;
     let evs = wait_kind(&gw, "rest:rel", "run.failed", 1).await;
     let steps: Vec<(&str, &str)> = observations(&evs)
         .iter()
@@ -380,7 +365,7 @@ async fn a_failing_playbook_step_runs_its_on_failure_branch() {
 async fn approve_deny_and_a_second_decision() {
     let gw = gateway_with_playbooks().await;
 
-    say(&gw, "rest:prod", "ship staging").await;
+    gw.say("rest:prod", "ship staging").await;
     let approval = pending_approval(&gw).await;
     assert_eq!(approval["skill"], "prod-deploy");
     assert_eq!(approval["input"], json!({"env": "staging"}));
@@ -402,7 +387,7 @@ async fn approve_deny_and_a_second_decision() {
     let evs = wait_kind(&gw, "rest:prod", "run.finished", 1).await;
     assert_eq!(replies(&evs).last().unwrap(), &"shipped to staging");
 
-    say(&gw, "rest:prod", "ship production").await;
+    gw.say("rest:prod", "ship production").await;
     let approval = pending_approval(&gw).await;
     let id = approval["id"].as_str().unwrap();
     gw.post(&format!("/v1/approvals/{id}"), json!({"decision": "maybe"}))
@@ -452,7 +437,7 @@ async fn an_unanswered_approval_expires_as_denied() {
         .env("RAUSKU_APPROVAL_TIMEOUT_SECS", "1")
         .start()
         .await;
-    say(&gw, "rest:prod", "ship staging").await;
+    gw.say("rest:prod", "ship staging").await;
     let evs = wait_kind(&gw, "rest:prod", "run.failed", 1).await;
     let resolved = evs
         .iter()
@@ -466,8 +451,8 @@ async fn an_unanswered_approval_expires_as_denied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_and_input_schema_are_checked_before_any_job_exists() {
     let gw = gateway_with_playbooks().await;
-    say(&gw, "rest:pol", "/run local-only {}").await;
-    say(&gw, "rest:pol", r#"/run prod-deploy {"env": 5}"#).await;
+    gw.say("rest:pol", "/run local-only {}").await;
+    gw.say("rest:pol", r#"/run prod-deploy {"env": 5}"#).await;
     let evs = wait_kind(&gw, "rest:pol", "run.failed", 1).await;
     // The planner only offers a channel the skills its policy allows (and the session would
     // refuse one anyway: see agentloop's tests): the first run ends with a reply saying so.
@@ -516,9 +501,9 @@ async fn policy_and_input_schema_are_checked_before_any_job_exists() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupt_stops_a_running_sleep_and_queued_messages_run_in_order() {
     let gw = Gateway::start().await;
-    say(&gw, "rest:int", r#"/run sleep {"ms": 20000}"#).await;
-    say(&gw, "rest:int", r#"/run echo {"n": 1}"#).await;
-    say(&gw, "rest:int", r#"/run echo {"n": 2}"#).await;
+    gw.say("rest:int", r#"/run sleep {"ms": 20000}"#).await;
+    gw.say("rest:int", r#"/run echo {"n": 1}"#).await;
+    gw.say("rest:int", r#"/run echo {"n": 2}"#).await;
     let evs = wait_kind(&gw, "rest:int", "skill.invoked", 1).await;
     let job_id = evs.iter().find(|e| e["kind"] == "skill.invoked").unwrap()["data"]["job_id"]
         .as_str()
@@ -546,14 +531,14 @@ async fn interrupt_stops_a_running_sleep_and_queued_messages_run_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_stream_resumes_from_last_event_id() {
     let gw = Gateway::start().await;
-    say(&gw, "rest:sse", "/status").await;
+    gw.say("rest:sse", "/status").await;
     wait_kind(&gw, "rest:sse", "run.finished", 1).await;
     let mut sse = SseReader::open(&gw, "/v1/sessions/sse/stream", &[("last-event-id", "2")]).await;
     let deadline = Instant::now() + DEADLINE;
     let first = sse.next(deadline).await.expect("a frame");
     assert_eq!(first.id, Some(3));
     assert_eq!(first.event.as_deref(), Some("plan.decided"));
-    say(&gw, "rest:sse", "/help").await;
+    gw.say("rest:sse", "/help").await;
     let mut seen = Vec::new();
     while let Some(frame) = sse.next(deadline).await {
         seen.push(frame.event.clone().unwrap_or_default());
@@ -606,7 +591,7 @@ async fn reload_reports_a_broken_manifest_and_keeps_the_previous_version() {
         "deploy (echo stands in for the real thing)"
     );
     // The old version still gates on approval.
-    say(&gw, "rest:prod", "ship staging").await;
+    gw.say("rest:prod", "ship staging").await;
     pending_approval(&gw).await;
 
     // Reload is an admin's job.
@@ -667,7 +652,7 @@ async fn rauskuclaw_local_runs_stdin_with_no_configuration() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_continues_after_sigkill_and_no_observed_step_runs_twice() {
     let mut gw = gateway_with_playbooks().await;
-    say(&gw, "rest:crash", "slow").await;
+    gw.say("rest:crash", "slow").await;
     // Kill while the second step runs: the first is observed, the second in flight.
     wait_kind(&gw, "rest:crash", "skill.invoked", 2).await;
     gw.sigkill();
@@ -695,7 +680,7 @@ async fn a_run_continues_after_sigkill_and_no_observed_step_runs_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_approval_survives_sigkill() {
     let mut gw = gateway_with_playbooks().await;
-    say(&gw, "rest:prod", "ship production").await;
+    gw.say("rest:prod", "ship production").await;
     let approval = pending_approval(&gw).await;
     gw.sigkill();
     gw.restart().await;
