@@ -66,7 +66,7 @@ pub struct Follower {
     /// Position (seq, or global seq for the feed) of the last event handed out.
     last: u64,
     /// Events read from the store and not yet handed out.
-    backlog: VecDeque<Event>,
+    backlog: VecDeque<Arc<Event>>,
     /// Whether the store has nothing more for us up to the durable horizon, so live events
     /// continue where the store left off.
     caught_up: bool,
@@ -100,7 +100,10 @@ impl Follower {
     }
 
     /// The next event. Errors only if the store fails or shuts down.
-    pub async fn next(&mut self) -> Result<Event, StoreError> {
+    ///
+    /// A live event is the one the bus carries, shared by every follower: nothing is copied
+    /// per follower, however many there are and however large the event.
+    pub async fn next(&mut self) -> Result<Arc<Event>, StoreError> {
         loop {
             if let Some(e) = self.backlog.pop_front() {
                 self.last = self.filter.position(&e);
@@ -111,7 +114,7 @@ impl Follower {
                 if page.len() < PAGE {
                     self.caught_up = true;
                 }
-                self.backlog.extend(page);
+                self.backlog.extend(page.into_iter().map(Arc::new));
                 continue;
             }
             match self.rx.recv().await {
@@ -125,7 +128,7 @@ impl Follower {
                     }
                     if pos == self.last + 1 {
                         self.last = pos;
-                        return Ok((*e).clone());
+                        return Ok(e);
                     }
                     // Something between was published before we subscribed: read it.
                     self.caught_up = false;
@@ -140,10 +143,10 @@ impl Follower {
     }
 
     /// The next event if one is ready now, without waiting for live ones.
-    pub fn try_next_stored(&mut self) -> Result<Option<Event>, StoreError> {
+    pub fn try_next_stored(&mut self) -> Result<Option<Arc<Event>>, StoreError> {
         if self.backlog.is_empty() {
             let page = self.store.events_after(&self.filter, self.last, PAGE)?;
-            self.backlog.extend(page);
+            self.backlog.extend(page.into_iter().map(Arc::new));
         }
         Ok(self
             .backlog

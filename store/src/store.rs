@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -195,6 +195,10 @@ pub struct CommitStats {
     pub flushed_events: u64,
     pub flush_waiters: u64,
     pub flush_errors: u64,
+    /// Time spent applying batches to sled (the transactions), in all, in microseconds.
+    pub commit_us: u64,
+    /// Time spent in `fsync` (sled's flush), in all, in microseconds.
+    pub flush_us: u64,
 }
 
 /// A handle to the store. Cheap to clone.
@@ -1012,7 +1016,10 @@ impl Core {
             let Some(waiters) = self.commit.next_cycle() else {
                 break;
             };
+            let started = Instant::now();
+            let mut committed = started;
             let result = self.commit_staged().and_then(|()| {
+                committed = Instant::now();
                 // Taken before the flush: every one of them is durable after it.
                 let events =
                     std::mem::take(&mut *self.unflushed.lock().unwrap_or_else(|p| p.into_inner()));
@@ -1021,7 +1028,10 @@ impl Core {
             });
             let ok = result.is_ok();
             {
+                let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
                 let mut s = self.commit.stats.lock().unwrap_or_else(|p| p.into_inner());
+                s.commit_us += micros(committed - started);
+                s.flush_us += micros(committed.elapsed());
                 s.flushes += 1;
                 s.flush_waiters += waiters.len() as u64;
                 s.flush_errors += u64::from(!ok);

@@ -18,7 +18,7 @@ pub mod signature;
 pub use channel::{GithubChannel, GithubChannelArgs, GithubReplies};
 pub use event::{CommandRules, GithubEvent, REPLY_MARKER_PREFIX, map_event, parse_command};
 pub use ingress::{
-    Accepted, DeliveryHeaders, DeliveryRecord, GITHUB_STREAM, GithubIngress, IngressConfig,
-    IngressError, RECEIVED_KIND, StoredDelivery, follow, purge_deliveries,
+    Accepted, DeliveryHeaders, DeliveryRecord, DeliveryRoute, GITHUB_STREAM, GithubIngress,
+    IngressConfig, IngressError, RECEIVED_KIND, StoredDelivery, follow, purge_deliveries,
 };
 pub use signature::{SignatureError, sign, verify};

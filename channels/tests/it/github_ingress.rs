@@ -328,7 +328,7 @@ async fn deliveries_and_dedupe_survive_a_reopen_and_are_purged_after_retention()
 }
 
 /// The follower's next event, failing after 10 s.
-async fn next(f: &mut store::Follower) -> store::Event {
+async fn next(f: &mut store::Follower) -> std::sync::Arc<store::Event> {
     tokio::time::timeout(Duration::from_secs(10), f.next())
         .await
         .expect("an event within 10 s")

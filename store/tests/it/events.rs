@@ -35,7 +35,7 @@ fn stream(name: &str) -> StreamFilter {
 }
 
 /// The next event of a follower, or a panic naming what was awaited after 10 s.
-async fn next(follower: &mut Follower, what: &str) -> Event {
+async fn next(follower: &mut Follower, what: &str) -> std::sync::Arc<Event> {
     match tokio::time::timeout(Duration::from_secs(10), follower.next()).await {
         Ok(event) => event.unwrap(),
         Err(_) => panic!(
