@@ -981,6 +981,8 @@ fn replay(state: &mut SessionActorState, event: &Event) {
         input: d.get("input").cloned().unwrap_or(Value::Null),
     };
     match event.kind.as_str() {
+        // Recorded without a run (see `Planner::wants_event`).
+        "message.received" if d.get("ignored").and_then(Value::as_bool) == Some(true) => {}
         "message.received" => state.queue.push_back(Trigger {
             channel: state.record.channel.clone(),
             session_id: state.record.id,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use store::{
     ApprovalId, Follower, Job, MessageDedupe, MessageOutcome, NewMessage, Session as SessionRecord,
@@ -103,6 +103,9 @@ pub enum SessionRouterMessage {
 #[derive(Debug, Clone, Copy, Default, Serialize, utoipa::ToSchema)]
 pub struct RouterStats {
     pub routed: u64,
+    /// Events recorded without a run: the planner does not want them (see
+    /// [`Planner::wants_event`](crate::Planner::wants_event)).
+    pub ignored: u64,
     pub spawned: u64,
     pub rehydrated: u64,
     pub stopped_idle: u64,
@@ -180,7 +183,7 @@ impl Actor for SessionRouter {
                 {
                     continue;
                 }
-                let Ok(job) = serde_json::from_value::<Job>(event.data.clone()) else {
+                let Ok(job) = Job::deserialize(&event.data) else {
                     continue;
                 };
                 if router
@@ -365,13 +368,26 @@ impl SessionRouterState {
         myself: &ActorRef<SessionRouterMessage>,
         inbound: Inbound,
     ) -> Result<Routed, RouteError> {
-        session_channel(&inbound.key).map_err(RouteError::Invalid)?;
+        let channel = session_channel(&inbound.key).map_err(RouteError::Invalid)?;
+        let mut trigger = Trigger {
+            channel: channel.to_owned(),
+            // Known once the message is appended.
+            session_id: SessionId::NIL,
+            session_key: inbound.key.clone(),
+            text: inbound.text,
+            event: inbound.event,
+            data: inbound.data,
+            sender: inbound.sender,
+            message_seq: 0,
+        };
+        let ignored = trigger.event.is_some() && !self.deps.planner.wants_event(&trigger);
         let msg = NewMessage {
-            key: inbound.key.clone(),
-            text: inbound.text.clone(),
-            data: inbound.data.clone(),
-            event: inbound.event.clone(),
-            sender: inbound.sender.clone(),
+            key: inbound.key,
+            text: trigger.text.clone(),
+            data: trigger.data.clone(),
+            event: trigger.event.clone(),
+            sender: trigger.sender.clone(),
+            ignored,
         };
         let (record, seq) = match self.deps.store.append_message(msg, inbound.dedupe)? {
             MessageOutcome::Appended { session, seq } => (session, seq),
@@ -388,21 +404,18 @@ impl SessionRouterState {
         };
         self.stats.routed += 1;
         metrics::counter!("rausku_messages_routed_total").increment(1);
-        let trigger = Trigger {
-            channel: record.channel.clone(),
-            session_id: record.id,
-            session_key: record.key.clone(),
-            text: inbound.text,
-            event: inbound.event,
-            data: inbound.data,
-            sender: inbound.sender,
-            message_seq: seq,
-        };
         let routed = Routed {
             session_id: record.id,
             seq,
             replayed: false,
         };
+        if ignored {
+            // Recorded, and nothing to run: the session actor is not woken (or spawned).
+            self.stats.ignored += 1;
+            return Ok(routed);
+        }
+        trigger.session_id = record.id;
+        trigger.message_seq = seq;
         let delivered = match self.live.get(&record.key) {
             Some(live) => live
                 .actor

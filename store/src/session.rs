@@ -121,6 +121,9 @@ pub struct NewMessage {
     /// A structured event kind (`pull_request.opened`), if the message is one.
     pub event: Option<String>,
     pub sender: Option<String>,
+    /// Recorded only: the planner starts no run for it (an event nothing handles). It is not
+    /// queued, and its `message.received` says `"ignored": true`.
+    pub ignored: bool,
 }
 
 /// Deduplication of a message: the same `(scope, key)` within `retention` is the same message.
@@ -292,17 +295,17 @@ impl Store {
                 active_run: None,
                 resume_seq: 0,
             });
-            let seq = tx.append(NewEvent::new(
-                session.stream(),
-                "message.received",
-                json!({
-                    "text": msg.text,
-                    "data": msg.data,
-                    "event": msg.event,
-                    "sender": msg.sender,
-                    "channel": session.channel,
-                }),
-            ));
+            let mut data = json!({
+                "text": msg.text,
+                "data": msg.data,
+                "event": msg.event,
+                "sender": msg.sender,
+                "channel": session.channel,
+            });
+            if msg.ignored {
+                data["ignored"] = Value::Bool(true);
+            }
+            let seq = tx.append(NewEvent::new(session.stream(), "message.received", data));
             if let Some(d) = &dedupe {
                 let rec = MessageDedupeRecord {
                     request_hash: d.request_hash.clone(),
@@ -312,10 +315,12 @@ impl Store {
                 };
                 tx.put(Tree::Idempotency, dedupe_key(&d.scope, &d.key), &rec);
             }
-            session.queued += 1;
             session.last_activity_at = now;
-            if session.resume_seq == 0 {
-                session.resume_seq = seq;
+            if !msg.ignored {
+                session.queued += 1;
+                if session.resume_seq == 0 {
+                    session.resume_seq = seq;
+                }
             }
             tx.put(Tree::SessionKeys, key_bytes(&msg.key), &session.id);
             tx.put_session(&session);

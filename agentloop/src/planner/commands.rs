@@ -383,7 +383,9 @@ mod tests {
     use super::*;
     use crate::planner::playbook::tests::{DEPLOY, PING, PR};
     use crate::planner::testing::{Outcome, drive, drive_request, event, message, request};
-    use crate::planner::{DefaultPlanner, PlaybookPlanner, RunSummary, SkillInfo};
+    use crate::planner::{
+        DefaultPlanner, Planner, PlaybookPlanner, RunSummary, SkillInfo, Trigger,
+    };
 
     fn planner() -> DefaultPlanner {
         let (set, errors) = PlaybookSet::from_files([
@@ -689,6 +691,46 @@ mod tests {
         .await;
         assert!(t.finished());
         assert_eq!(t.reply(), None);
+    }
+
+    /// `wants_event` is the router's shortcut for "the first decision would be a quiet
+    /// finish": it must agree with `decide` on every kind of event.
+    #[test]
+    fn wants_event_agrees_with_the_first_decision() {
+        let p = planner();
+        let quiet = Decision::Finish {
+            reply: None,
+            error: None,
+        };
+        let triggers = [
+            event("github", "pull_request.opened", json!({"number": 1})),
+            event("github", "pull_request.closed", json!({})),
+            event("github", "ping", json!({})),
+            event("github", "star.created", json!({})),
+            event("rest", "pull_request.opened", json!({})),
+            Trigger {
+                text: "/status".into(),
+                ..event("github", "issue_comment.created", json!({}))
+            },
+            Trigger {
+                text: "not a command".into(),
+                ..event("github", "issue_comment.created", json!({}))
+            },
+        ];
+        let mut wanted = 0;
+        for t in triggers {
+            // An error is a run too (one that fails and says why).
+            let decision = p.decide(&request(t.clone()));
+            assert_eq!(
+                p.wants_event(&t),
+                decision.as_ref() != Ok(&quiet),
+                "{:?} {:?}: {decision:?}",
+                t.event,
+                t.text
+            );
+            wanted += usize::from(p.wants_event(&t));
+        }
+        assert!((2..7).contains(&wanted), "both answers are exercised");
     }
 
     #[tokio::test]

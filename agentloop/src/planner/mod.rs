@@ -53,6 +53,18 @@ pub trait Planner: Send + Sync + 'static {
     /// The next decision for the run described by `req`. An `Err` fails the run with the
     /// error's message (it is not retried).
     fn plan(&self, req: PlanRequest) -> BoxFuture<'static, Result<Decision, PlanError>>;
+
+    /// Whether a structured event (a [`Trigger`] with `event` set, before any run) would start
+    /// a run that does anything. `false` means its run would finish at once, quietly: the
+    /// session then only records the message (`message.received` with `ignored: true`) and
+    /// starts no run, so a GitHub delivery nothing handles costs one event, not a run. Called
+    /// on the router's path for every event, before it is stored (so `session_id` and
+    /// `message_seq` are not known yet): it must be cheap and do no IO. The default (`true`)
+    /// runs every event.
+    fn wants_event(&self, trigger: &Trigger) -> bool {
+        let _ = trigger;
+        true
+    }
 }
 
 /// Why a planner could not decide. The message is shown to the user as the run's failure.
@@ -285,5 +297,11 @@ impl Planner for DefaultPlanner {
     fn plan(&self, req: PlanRequest) -> BoxFuture<'static, Result<Decision, PlanError>> {
         let decision = self.decide(&req);
         Box::pin(std::future::ready(decision))
+    }
+
+    /// What [`DefaultPlanner::decide`] does with a new run: a command, or a playbook that
+    /// matches; any other event finishes quietly.
+    fn wants_event(&self, trigger: &Trigger) -> bool {
+        commands::parse(&trigger.text).is_some() || self.playbooks.set().find(trigger).is_some()
     }
 }

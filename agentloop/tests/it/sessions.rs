@@ -593,6 +593,76 @@ async fn after_a_restart_a_run_continues_without_repeating_observed_steps() {
     assert_eq!(invoked, 4, "no step was invoked twice");
 }
 
+/// Issue #4: a structured event the planner does not want (a GitHub delivery no playbook
+/// triggers on) is recorded as `ignored` and starts no run: not when it arrives during a run,
+/// not when it arrives at an idle session, and not when the session's pending work is replayed
+/// after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_planner_does_not_want_is_recorded_and_never_run() {
+    let key = "github:acme/api#7";
+    let ignored = |n: u64| Inbound {
+        key: key.into(),
+        event: Some("ignored.star".into()),
+        data: json!({ "n": n }),
+        ..Inbound::default()
+    };
+    let h = Harness::start().await;
+    // At a new session: recorded, and no actor is even started for it.
+    let first = h.runtime.sessions.send(ignored(1)).await.unwrap();
+    h.store.durable().await.unwrap();
+    let events = session_events(&h, key);
+    assert_eq!(kinds(&events), ["message.received"]);
+    assert_eq!(events[0].data["ignored"], true);
+    assert_eq!(events[0].data["event"], "ignored.star");
+    assert_eq!(first.seq, 1);
+    let session = h.store.session_by_key(key).unwrap().unwrap();
+    assert_eq!((session.runs, session.queued), (0, 0));
+    assert_eq!(session.state, SessionState::Idle);
+    let snap = h.runtime.sessions.snapshot().await.unwrap();
+    assert_eq!((snap.live_sessions, snap.stats.ignored), (0, 1));
+
+    // During a run, and before a queued message: the run and the message still go as usual.
+    send(&h, key, json!({"steps": [{"skill": "gate", "input": {}}]})).await;
+    wait_probe("the gated step to start", &h.gate, |p| p.started() == 1).await;
+    h.runtime.sessions.send(ignored(2)).await.unwrap();
+    send(
+        &h,
+        key,
+        json!({"steps": [{"skill": "echo", "input": {"queued": true}}]}),
+    )
+    .await;
+    h.runtime.sessions.send(ignored(3)).await.unwrap();
+    h.store.durable().await.unwrap();
+
+    // The replay after a restart queues the message, not the events.
+    let h = h.restart(Options::default()).await;
+    wait_probe("the gated step to start again", &h.gate, |p| {
+        p.started() == 1
+    })
+    .await;
+    h.gate.open(1);
+    let events = wait_kind(&h, key, "run.finished", 2).await;
+    h.runtime.sessions.send(ignored(4)).await.unwrap();
+    h.store.durable().await.unwrap();
+    let events_after = session_events(&h, key);
+    let count = |events: &[Event], kind: &str| kinds(events).iter().filter(|k| **k == kind).count();
+    assert_eq!(
+        count(&events_after, "run.started"),
+        2,
+        "{:?}",
+        kinds(&events_after)
+    );
+    assert_eq!(count(&events_after, "message.received"), 6);
+    let ignored_seen = events_after
+        .iter()
+        .filter(|e| e.data["ignored"] == true)
+        .count();
+    assert_eq!(ignored_seen, 4);
+    assert_eq!(observations(&events).len(), 2);
+    let session = h.store.session_by_key(key).unwrap().unwrap();
+    assert_eq!((session.runs, session.queued), (2, 0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_approval_survives_a_restart() {
     let h = Harness::start().await;

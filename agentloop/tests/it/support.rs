@@ -278,11 +278,19 @@ impl Default for Options {
 /// `{"steps": [{"skill", "input"}], "on_failure": {"skill", "input"}?, "reply"?}`. It invokes
 /// the steps in order; after a step that did not succeed it invokes `on_failure` once (if
 /// given) and then finishes as failed; after the last step it finishes with `reply`.
+/// Structured events of a kind starting with `ignored.` are not wanted (no run).
 pub struct ScriptPlanner;
 
 impl Planner for ScriptPlanner {
     fn name(&self) -> &str {
         "script"
+    }
+
+    fn wants_event(&self, trigger: &agentloop::Trigger) -> bool {
+        !trigger
+            .event
+            .as_deref()
+            .is_some_and(|kind| kind.starts_with("ignored."))
     }
 
     fn plan(&self, req: PlanRequest) -> PlanFuture<'static, Result<Decision, PlanError>> {

@@ -7,15 +7,17 @@
 //! with that text, any other delivery a structured event (`pull_request.opened`) with the
 //! delivery's template context as data. Pings are skipped.
 //!
-//! Durability: the position routed so far is kept in the store (`meta`), written after each
-//! delivery is routed, and each routed message is deduplicated on its delivery id. After a
-//! crash the actor resumes from that position, and a delivery routed just before the crash is
-//! recognised by its id: nothing is lost and nothing is run twice.
+//! Durability: the position routed so far is kept in the store (`meta`), written at most every
+//! [`CURSOR_SAVE_INTERVAL`] while deliveries are routed (and when the actor stops), and each
+//! routed message is deduplicated on its delivery id. After a crash the actor resumes from the
+//! saved position, and the deliveries routed since are recognised by their ids: nothing is
+//! lost and nothing is run twice.
 //!
 //! [`GithubReplies`] is the reply route: a reply of a session keyed `github:<owner>/<repo>#<n>`
 //! becomes a `github.comment` job, marked with the reply's id so a retried comment is posted
 //! once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use agentloop::{CreateJob, Inbound, ReplyRoute, RouteError, SessionService};
@@ -25,10 +27,13 @@ use store::{Event, MessageDedupe, Store, Tree};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::ingress::{StoredDelivery, follow};
+use super::ingress::{DeliveryRoute, follow};
 
 /// The `meta` key of the last `github` stream seq routed to a session.
 const CURSOR_KEY: &[u8] = b"github.routed_seq";
+/// How long the routed position may go unsaved: one cursor write per burst of deliveries,
+/// not one per delivery. What a crash re-routes is deduplicated on the delivery ids.
+pub const CURSOR_SAVE_INTERVAL: Duration = Duration::from_millis(100);
 
 pub struct GithubChannel;
 
@@ -41,15 +46,21 @@ pub struct GithubChannelArgs {
 
 pub enum GithubChannelMessage {
     /// A stored event of the `github` stream, in order.
-    Delivered(Box<Event>),
+    Delivered(Arc<Event>),
+    /// Save the routed position (scheduled by the first delivery after the last save).
+    SaveCursor,
 }
 
 pub struct GithubChannelState {
     store: Store,
     sessions: SessionService,
     dedupe_retention: Duration,
-    /// The last seq routed (persisted as [`CURSOR_KEY`]).
+    /// The last seq routed.
     routed: u64,
+    /// The last seq saved as [`CURSOR_KEY`].
+    saved: u64,
+    /// Whether a [`GithubChannelMessage::SaveCursor`] is on its way.
+    save_scheduled: bool,
     /// Follows the stream from `routed` and feeds this actor; aborted when it stops.
     follower: Option<JoinHandle<()>>,
 }
@@ -69,7 +80,7 @@ impl Actor for GithubChannel {
         let task = tokio::spawn(async move {
             while let Ok(event) = follower.next().await {
                 if myself
-                    .send_message(GithubChannelMessage::Delivered(Box::new(event)))
+                    .send_message(GithubChannelMessage::Delivered(event))
                     .is_err()
                 {
                     break;
@@ -81,6 +92,8 @@ impl Actor for GithubChannel {
             sessions: args.sessions,
             dedupe_retention: args.dedupe_retention,
             routed,
+            saved: routed,
+            save_scheduled: false,
             follower: Some(task),
         })
     }
@@ -93,20 +106,30 @@ impl Actor for GithubChannel {
         if let Some(task) = state.follower.take() {
             task.abort();
         }
+        if let Err(e) = state.save_cursor() {
+            warn!(error = %e, "cannot save the github routing position; it is routed again after a restart");
+        }
         Ok(())
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: GithubChannelMessage,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let GithubChannelMessage::Delivered(event) = msg;
+        let event = match msg {
+            GithubChannelMessage::Delivered(event) => event,
+            GithubChannelMessage::SaveCursor => {
+                state.save_scheduled = false;
+                state.save_cursor()?;
+                return Ok(());
+            }
+        };
         if event.seq <= state.routed {
             return Ok(());
         }
-        match StoredDelivery::from_event(&event) {
+        match DeliveryRoute::from_event(&event) {
             Some(Ok(delivery)) if delivery.kind != "ping" => {
                 state.route(delivery).await?;
             }
@@ -116,17 +139,29 @@ impl Actor for GithubChannel {
             _ => {}
         }
         state.routed = event.seq;
-        let seq = event.seq;
-        state.store.write(|tx| {
-            tx.put(Tree::Meta, CURSOR_KEY.to_vec(), &seq);
-            Ok::<_, store::StoreError>(())
-        })?;
+        if !state.save_scheduled {
+            state.save_scheduled = true;
+            myself.send_after(CURSOR_SAVE_INTERVAL, || GithubChannelMessage::SaveCursor);
+        }
         Ok(())
     }
 }
 
 impl GithubChannelState {
-    async fn route(&self, delivery: StoredDelivery) -> Result<(), ActorProcessingErr> {
+    /// Saves the routed position if it moved since the last save.
+    fn save_cursor(&mut self) -> Result<(), store::StoreError> {
+        if self.routed > self.saved {
+            let seq = self.routed;
+            self.store.write(|tx| {
+                tx.put(Tree::Meta, CURSOR_KEY.to_vec(), &seq);
+                Ok::<_, store::StoreError>(())
+            })?;
+            self.saved = seq;
+        }
+        Ok(())
+    }
+
+    async fn route(&self, delivery: DeliveryRoute) -> Result<(), ActorProcessingErr> {
         let (text, event) = match delivery.command {
             Some(command) => (command, None),
             None => (String::new(), Some(delivery.kind.clone())),

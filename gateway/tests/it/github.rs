@@ -578,7 +578,8 @@ async fn a_comment_addressed_to_the_bot_is_a_message_to_the_pull_requests_sessio
     let session = session.unwrap_or_else(|| panic!("no session for the comment: {}", r.text));
     assert_eq!(session["channel"], "github");
 
-    // The bot's own comment (it carries the reply marker) is not a command: no new run.
+    // The bot's own comment (it carries the reply marker) is not a command, and no playbook
+    // wants the event: it is recorded in the session as ignored, and starts no run.
     let mut own = payload.clone();
     own["comment"]["body"] = json!(text);
     let r = signed(
@@ -589,19 +590,36 @@ async fn a_comment_addressed_to_the_bot_is_a_message_to_the_pull_requests_sessio
     )
     .await;
     assert_eq!(r.status, 202);
-    let key = session["key"].clone();
-    crate::harness::wait_for("the event's run", Duration::from_secs(30), || async {
-        let r = gw.get("/v1/sessions").await;
-        let s = r
-            .json
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["key"] == key)
-            .cloned()?;
-        (s["runs"] == 2 && s["state"] == "idle").then_some(())
-    })
+    let key = session["key"].as_str().unwrap();
+    let path = format!(
+        "/v1/sessions/{}/events?after=0",
+        crate::harness::session_path(key)
+    );
+    let ignored = crate::harness::wait_for(
+        "the event in its session",
+        Duration::from_secs(30),
+        || async {
+            let r = gw.get(&path).await;
+            r.json["events"]
+                .as_array()?
+                .iter()
+                .find(|e| e["kind"] == "message.received" && e["data"]["ignored"] == true)
+                .cloned()
+        },
+    )
     .await;
+    assert_eq!(
+        ignored["data"]["event"], "issue_comment.created",
+        "{ignored}"
+    );
+    let r = gw
+        .get(&format!(
+            "/v1/sessions/{}",
+            crate::harness::session_path(key)
+        ))
+        .await;
+    assert_eq!(r.json["runs"], 1, "{}", r.text);
+    assert_eq!(r.json["state"], "idle", "{}", r.text);
     assert_eq!(
         comments.lock().unwrap().len(),
         1,
