@@ -25,7 +25,7 @@
 //!   `lagged {key, last_seq}` (after every event it was sent) so it can subscribe again from
 //!   `last_seq`. Nothing upstream waits for a slow client.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -130,7 +130,8 @@ impl Default for ConsoleConfig {
 /// Checks a caller's rate limit: `Err(seconds to wait)` when it is over it.
 pub type RateCheck = Arc<dyn Fn(&str) -> Result<(), u64> + Send + Sync>;
 
-/// What every console connection uses. Cheap to clone.
+/// What every console connection uses. Cheap to clone; build it once and clone it for each
+/// connection, so they share [`ConsoleServices::frames`].
 #[derive(Clone)]
 pub struct ConsoleServices {
     pub sessions: SessionService,
@@ -139,6 +140,65 @@ pub struct ConsoleServices {
     /// The per-key rate limit of the HTTP API, applied to each request; `None` for none.
     pub rate_limit: Option<RateCheck>,
     pub config: ConsoleConfig,
+    /// Event frames built for one subscriber and sent as they are to the others.
+    pub frames: FrameCache,
+}
+
+/// How many events' frames a [`FrameCache`] keeps.
+const FRAME_CACHE_EVENTS: usize = 4096;
+
+/// Event frames already built, shared by the connections. Every subscriber of a session is
+/// sent the same text for each of its events, so it is serialized once, not once per
+/// subscriber: with a thousand consoles on one session that was most of the gateway's work.
+/// Keeps the frames of the last [`FRAME_CACHE_EVENTS`] events (subscribers follow a live
+/// session within a few events of each other; one replaying old history builds its own).
+#[derive(Clone, Default)]
+pub struct FrameCache {
+    inner: Arc<Mutex<FrameCacheInner>>,
+}
+
+#[derive(Default)]
+struct FrameCacheInner {
+    /// By the event's global seq: its frame for each target that asked (usually one).
+    frames: HashMap<u64, Vec<(Target, String)>>,
+    /// The global seqs in `frames`, oldest first.
+    order: VecDeque<u64>,
+}
+
+impl FrameCache {
+    /// The text of `e`'s frame for a subscription to `target`, built at most once.
+    fn frame(&self, target: &Target, e: &Event) -> String {
+        let cached = self.lock().frames.get(&e.global_seq).and_then(|built| {
+            built
+                .iter()
+                .find(|(t, _)| t == target)
+                .map(|(_, text)| text.clone())
+        });
+        if let Some(text) = cached {
+            return text;
+        }
+        // Built outside the lock; when two build the same frame at once, both are right.
+        let text = target.event_text(e);
+        let mut c = self.lock();
+        let c = &mut *c;
+        let built = c.frames.entry(e.global_seq).or_insert_with(|| {
+            c.order.push_back(e.global_seq);
+            Vec::new()
+        });
+        if !built.iter().any(|(t, _)| t == target) {
+            built.push((target.clone(), text.clone()));
+        }
+        while c.order.len() > FRAME_CACHE_EVENTS {
+            if let Some(old) = c.order.pop_front() {
+                c.frames.remove(&old);
+            }
+        }
+        text
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FrameCacheInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// A frame from the client, as the socket delivered it.
@@ -252,11 +312,16 @@ fn response(id: &Value, result: Result<Value, ConsoleError>) -> Outgoing {
 
 /// An event frame; `seq` for events of a stream.
 fn event(name: &str, payload: Value, seq: Option<u64>) -> Outgoing {
+    Outgoing::Text(event_text(name, payload, seq))
+}
+
+/// The text of an event frame.
+fn event_text(name: &str, payload: Value, seq: Option<u64>) -> String {
     let mut frame = json!({ "type": "event", "event": name, "payload": payload });
     if let Some(seq) = seq {
         frame["seq"] = json!(seq);
     }
-    Outgoing::Text(frame.to_string())
+    frame.to_string()
 }
 
 /// What a subscription follows.
@@ -293,14 +358,15 @@ impl Target {
         payload
     }
 
-    /// The frame of one event of the stream: the stored event, plus the target.
-    fn event_frame(&self, e: &Event) -> Outgoing {
+    /// The text of the frame of one event of the stream: the stored event, plus the target
+    /// (see [`FrameCache`]).
+    fn event_text(&self, e: &Event) -> String {
         let mut payload = serde_json::to_value(e).unwrap_or_default();
         if let Value::Object(p) = &mut payload {
             let (field, value) = self.label();
             p.insert(field.to_owned(), value);
         }
-        event(&e.kind, payload, Some(e.seq))
+        event_text(&e.kind, payload, Some(e.seq))
     }
 }
 
@@ -382,6 +448,8 @@ pub struct ConsoleState {
     /// The HTTP API's per-key rate limit, if any.
     rate_limit: Option<RateCheck>,
     config: ConsoleConfig,
+    /// Event frames shared with the other connections.
+    frames: FrameCache,
     /// The connection's bounded outgoing queue; the socket writer drains it.
     out: mpsc::Sender<Outgoing>,
     /// Who is connected; `None` until `connect` succeeds.
@@ -417,6 +485,7 @@ impl Actor for Console {
             keys: s.keys,
             rate_limit: s.rate_limit,
             config: s.config,
+            frames: s.frames,
             out: args.out,
             principal: None,
             token: None,
@@ -1056,6 +1125,7 @@ impl ConsoleState {
             console: myself.clone(),
             generation,
             grace: self.config.lag_grace,
+            frames: self.frames.clone(),
             store: self.store.clone(),
             job_end,
         };
@@ -1228,6 +1298,8 @@ struct Feed {
     console: ActorRef<ConsoleMessage>,
     generation: u64,
     grace: Duration,
+    /// Where this event's frame may already be built.
+    frames: FrameCache,
     store: Store,
     /// The seq of the last event queued (the subscription's `after_seq` before any).
     last_seq: u64,
@@ -1322,7 +1394,7 @@ impl Feed {
                 if !*alive {
                     return FeedEnd::Gone;
                 }
-                permit.send(self.target.event_frame(&e));
+                permit.send(Outgoing::Text(self.frames.frame(&self.target, &e)));
             }
             self.last_seq = e.seq;
             if let Some(state) = self.job_finished(&e) {
@@ -1416,7 +1488,7 @@ mod tests {
     use serde_json::{Value, json};
     use skills::Registry;
     use skills::builtin::{BuiltinConfig, builtin_handlers};
-    use store::{Scope, Store, StoreConfig};
+    use store::{EventId, Scope, Store, StoreConfig};
     use tokio::sync::mpsc;
 
     use super::*;
@@ -1482,6 +1554,7 @@ approval = "always"
                 keys: self.keys.clone(),
                 rate_limit: None,
                 config,
+                frames: FrameCache::default(),
             }
         }
 
@@ -1697,6 +1770,40 @@ approval = "always"
         }
         assert_eq!(lenient_id(r#"{"id":"x","junk":[1,2]}"#), json!("x"));
         assert_eq!(lenient_id("not json"), Value::Null);
+    }
+
+    #[test]
+    fn frames_are_built_once_per_event_and_target_and_the_oldest_are_dropped() {
+        let event = |global_seq: u64| Event {
+            stream: "session:x".into(),
+            seq: global_seq,
+            global_seq,
+            id: EventId::new(),
+            ts: Timestamp::now(),
+            kind: "reply".into(),
+            data: json!({ "text": "hi" }),
+        };
+        let cache = FrameCache::default();
+        let session = Target::Session("rest:a".into());
+        let job = Target::Job(JobId::new());
+        let e = event(1);
+        let first = cache.frame(&session, &e);
+        assert_eq!(first, session.event_text(&e));
+        assert_eq!(cache.frame(&session, &e), first);
+        let frame: Value = serde_json::from_str(&first).unwrap();
+        assert_eq!(frame["payload"]["key"], "rest:a");
+        assert_eq!(frame["seq"], 1);
+        let for_job = cache.frame(&job, &e);
+        assert_ne!(for_job, first, "each target has its own frame");
+        assert_eq!(cache.lock().frames[&1].len(), 2);
+
+        for n in 2..(FRAME_CACHE_EVENTS as u64 + 10) {
+            cache.frame(&session, &event(n));
+        }
+        let c = cache.lock();
+        assert_eq!(c.order.len(), FRAME_CACHE_EVENTS);
+        assert_eq!(c.frames.len(), FRAME_CACHE_EVENTS);
+        assert!(!c.frames.contains_key(&1), "the oldest event is dropped");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,8 @@ pub mod local;
 
 pub use auth::{ApiKeys, AuthError, Principal};
 pub use console::{
-    Console, ConsoleConfig, ConsoleConnection, ConsoleServices, ConsoleSnapshot, Incoming, Outgoing,
+    Console, ConsoleConfig, ConsoleConnection, ConsoleServices, ConsoleSnapshot, FrameCache,
+    Incoming, Outgoing,
 };
 pub use github::{GithubIngress, IngressConfig};
 pub use local::{LocalChannel, LocalChannelArgs, LocalSummary};

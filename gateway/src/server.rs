@@ -10,11 +10,11 @@ use agentloop::{
     RuntimeConfig, SessionSetup,
 };
 use anyhow::Context;
-use channels::ApiKeys;
 use channels::github::channel::GithubChannelMessage;
 use channels::github::{
     CommandRules, GithubChannel, GithubChannelArgs, GithubIngress, GithubReplies, IngressConfig,
 };
+use channels::{ApiKeys, ConsoleConfig, ConsoleServices, FrameCache};
 use skills::Registry;
 use skills::builtin::{BuiltinConfig, GithubApi, ShellPolicy, builtin_handlers, memory_handlers};
 use skills::net::NetPolicy;
@@ -156,6 +156,26 @@ impl Gateway {
         .await
         .context("cannot start the GitHub channel")?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let limits = RateLimits::new(config.rate_limit_per_sec, config.rate_limit_burst)
+            .with_webhook(
+                config.webhook_rate_limit_per_sec,
+                config.webhook_rate_limit_burst,
+            );
+        let console = ConsoleServices {
+            sessions: runtime.sessions.clone(),
+            store: store.clone(),
+            keys: keys.clone(),
+            rate_limit: Some({
+                let limits = limits.clone();
+                Arc::new(move |id: &str| limits.check_key(id))
+            }),
+            config: ConsoleConfig {
+                queue: config.console_queue,
+                idempotency_retention: config.idempotency_retention,
+                ..ConsoleConfig::default()
+            },
+            frames: FrameCache::default(),
+        };
         let state = AppState {
             store,
             registry,
@@ -163,12 +183,9 @@ impl Gateway {
             runtime: runtime.clone(),
             planner,
             keys,
-            limits: RateLimits::new(config.rate_limit_per_sec, config.rate_limit_burst)
-                .with_webhook(
-                    config.webhook_rate_limit_per_sec,
-                    config.webhook_rate_limit_burst,
-                ),
+            limits,
             github,
+            console,
             config: Arc::new(config),
             metrics: handle,
             started: Instant::now(),

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use agentloop::{DefaultPlanner, JobService, Runtime};
-use channels::{ApiKeys, GithubIngress};
+use channels::{ApiKeys, ConsoleServices, GithubIngress};
 use metrics_exporter_prometheus::PrometheusHandle;
 use skills::Registry;
 use store::Store;
@@ -28,6 +28,8 @@ pub struct AppState {
     /// The GitHub webhook ingress; `None` while no webhook secret is configured (the route
     /// answers 404).
     pub github: Option<GithubIngress>,
+    /// What each console connection gets a clone of (they share its frame cache).
+    pub console: ConsoleServices,
     /// Renders `/metrics`; `None` when no recorder is installed (tests).
     pub metrics: Option<PrometheusHandle>,
     pub started: Instant,

@@ -14,10 +14,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::Response;
-use channels::console::{
-    CLOSE_GOING_AWAY, CLOSE_TOO_BIG, ConsoleConfig, ConsoleConnection, ConsoleServices, Incoming,
-    Outgoing,
-};
+use channels::console::{CLOSE_GOING_AWAY, CLOSE_TOO_BIG, ConsoleConnection, Incoming, Outgoing};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite;
 use tracing::{debug, warn};
@@ -32,6 +29,9 @@ pub const TRANSPORT_LIMIT: usize = 1 << 20;
 
 /// A client that takes no frame for this long is disconnected.
 pub const WRITE_STALL: Duration = Duration::from_secs(60);
+
+/// Most frames written with one flush.
+const WRITE_BATCH: usize = 64;
 
 #[utoipa::path(get, path = "/v1/console", tag = "console",
     security(()),
@@ -88,19 +88,7 @@ enum End {
 
 async fn serve(state: AppState, socket: WebSocket) {
     let _open = Open::new();
-    let limits = state.limits.clone();
-    let services = ConsoleServices {
-        sessions: state.runtime.sessions.clone(),
-        store: state.store.clone(),
-        keys: state.keys.clone(),
-        rate_limit: Some(std::sync::Arc::new(move |id: &str| limits.check_key(id))),
-        config: ConsoleConfig {
-            queue: state.config.console_queue,
-            idempotency_retention: state.config.idempotency_retention,
-            ..ConsoleConfig::default()
-        },
-    };
-    let (conn, mut out) = match ConsoleConnection::open(services).await {
+    let (conn, mut out) = match ConsoleConnection::open(state.console.clone()).await {
         Ok(opened) => opened,
         Err(e) => {
             warn!(error = %e, "cannot start a console");
@@ -117,13 +105,32 @@ async fn serve(state: AppState, socket: WebSocket) {
                     return End::Close(CLOSE_GOING_AWAY, "the gateway is shutting down".into());
                 }
             };
-            let msg = match next {
-                Some(Outgoing::Text(text)) => Message::Text(text.into()),
-                Some(Outgoing::Close { code, reason }) => return End::Close(code, reason),
-                None => return End::Done,
+            let Some(first) = next else {
+                return End::Done;
             };
-            match tokio::time::timeout(WRITE_STALL, sink.send(msg)).await {
-                Ok(Ok(())) => {}
+            // This frame and those already queued behind it, with one flush: a busy connection
+            // costs a socket write per batch, not per frame.
+            let batch = async {
+                let (mut next, mut fed) = (Some(first), 0);
+                while let Some(frame) = next.take() {
+                    match frame {
+                        Outgoing::Text(text) => sink.feed(Message::Text(text.into())).await?,
+                        Outgoing::Close { code, reason } => {
+                            sink.flush().await?;
+                            return Ok(Some(End::Close(code, reason)));
+                        }
+                    }
+                    fed += 1;
+                    if fed < WRITE_BATCH {
+                        next = out.try_recv().ok();
+                    }
+                }
+                sink.flush().await?;
+                Ok::<_, axum::Error>(None)
+            };
+            match tokio::time::timeout(WRITE_STALL, batch).await {
+                Ok(Ok(None)) => {}
+                Ok(Ok(Some(end))) => return end,
                 Ok(Err(_)) => return End::Done,
                 Err(_) => {
                     debug!("console client stalled; disconnecting");
