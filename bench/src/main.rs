@@ -7,30 +7,41 @@
 //! - (c) [`latency`]: enqueue → start latency at half the rate measured in (b).
 //! - (d) [`sessions`]: sessions spawned and messages routed per second, and memory per idle
 //!   session, against raw tokio tasks + channels.
+//! - (e) [`webhook`]: signed GitHub webhook ingest (8 KB payloads) over loopback, the gateway
+//!   binary against an axum hello-world.
+//! - (f) [`fanout`]: one session's events to 1,000 console subscribers, the gateway binary
+//!   against raw tokio-tungstenite broadcast.
 //!
-//! `cargo run --release -p bench -- [a|b|c|d|all] [--quick] [--dir PATH]`. Progress goes to
+//! Shared: [`load`] (the closed-loop HTTP load of (a) and (e)), [`servers`] (the gateway child
+//! process and the in-process baseline servers).
+//!
+//! `cargo run --release -p bench -- [a|b|c|d|e|f|all] [--quick] [--dir PATH]`. Progress goes to
 //! stderr; the machine, the command and the result table go to stdout.
 
 mod baseline;
+mod fanout;
 mod group_commit;
 mod harness;
 mod http_create;
 mod latency;
+mod load;
 mod report;
+mod servers;
 mod sessions;
 mod stats;
 mod throughput;
+mod webhook;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::http_create::LoadShape;
+use crate::load::LoadShape;
 use crate::report::Row;
 use crate::stats::{fmt_rate, thousands};
 
 const USAGE: &str = "\
-usage: bench [a|b|c|d|all]... [--quick] [--dir PATH]
+usage: bench [a|b|c|d|e|f|all]... [--quick] [--dir PATH]
 
   a        durable POST /v1/jobs over loopback: the gateway binary vs a raw axum + sled handler
            (needs target/release/rauskuclaw: run `cargo build --release` first)
@@ -38,7 +49,11 @@ usage: bench [a|b|c|d|all]... [--quick] [--dir PATH]
   c        enqueue -> start latency at half of (b)'s rate
   d        10,000 sessions: spawned/s, messages routed/s, memory per idle session, vs raw
            tokio tasks + channels
-  all      all four (the default)
+  e        signed GitHub webhook ingest, 8 KB payloads, 64 clients: the gateway binary vs an
+           axum hello-world (needs target/release/rauskuclaw)
+  f        one session's events to 1,000 console subscribers: the gateway binary vs raw
+           tokio-tungstenite broadcast (needs target/release/rauskuclaw)
+  all      all six (the default)
   --quick  smaller runs (seconds instead of a minute or so)
   --dir    where the temporary data directories go (default: the system temp dir); put it
            on the disk you care about: every figure includes fsyncs";
@@ -49,8 +64,20 @@ struct Options {
     b: bool,
     c: bool,
     d: bool,
+    e: bool,
+    f: bool,
     quick: bool,
     dir: PathBuf,
+}
+
+impl Options {
+    fn all(&mut self) {
+        (self.a, self.b, self.c, self.d, self.e, self.f) = (true, true, true, true, true, true);
+    }
+
+    fn any(&self) -> bool {
+        self.a || self.b || self.c || self.d || self.e || self.f
+    }
 }
 
 fn parse_args(args: &[String]) -> Result<Options, String> {
@@ -59,6 +86,8 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         b: false,
         c: false,
         d: false,
+        e: false,
+        f: false,
         quick: false,
         dir: std::env::temp_dir(),
     };
@@ -69,15 +98,17 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "b" => o.b = true,
             "c" => o.c = true,
             "d" => o.d = true,
-            "all" => (o.a, o.b, o.c, o.d) = (true, true, true, true),
+            "e" => o.e = true,
+            "f" => o.f = true,
+            "all" => o.all(),
             "--quick" => o.quick = true,
             "--dir" => o.dir = it.next().ok_or("--dir needs a path")?.into(),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    if !(o.a || o.b || o.c || o.d) {
-        (o.a, o.b, o.c, o.d) = (true, true, true, true);
+    if !o.any() {
+        o.all();
     }
     Ok(o)
 }
@@ -151,20 +182,7 @@ async fn run(o: &Options) -> (Vec<Row>, Vec<anyhow::Error>) {
     let mut rows = Vec::new();
     let mut errors = Vec::new();
     if o.a {
-        let shape = if o.quick {
-            LoadShape {
-                clients: 64,
-                requests: 2_000,
-                warmup: 200,
-            }
-        } else {
-            LoadShape {
-                clients: 64,
-                requests: 20_000,
-                warmup: 1_000,
-            }
-        };
-        match http_create::run(&o.dir, shape).await {
+        match http_create::run(&o.dir, LoadShape::standard(o.quick)).await {
             Ok(r) => rows.extend(r),
             Err(e) => errors.push(e.context("scenario (a)")),
         }
@@ -210,6 +228,19 @@ async fn run(o: &Options) -> (Vec<Row>, Vec<anyhow::Error>) {
             Err(e) => errors.push(e.context("scenario (d)")),
         }
     }
+    if o.e {
+        match webhook::run(&o.dir, LoadShape::standard(o.quick)).await {
+            Ok(r) => rows.extend(r),
+            Err(e) => errors.push(e.context("scenario (e)")),
+        }
+    }
+    if o.f {
+        let runs = if o.quick { 20 } else { 100 };
+        match fanout::run(&o.dir, 1_000, runs).await {
+            Ok(r) => rows.extend(r),
+            Err(e) => errors.push(e.context("scenario (f)")),
+        }
+    }
     (rows, errors)
 }
 
@@ -242,14 +273,16 @@ mod tests {
     #[test]
     fn arguments() {
         let o = parse_args(&args(&[])).unwrap();
-        assert!(o.a && o.b && o.c && o.d && !o.quick);
+        assert!(o.a && o.b && o.c && o.d && o.e && o.f && !o.quick);
         let o = parse_args(&args(&["b", "--quick"])).unwrap();
         assert!(!o.a && o.b && !o.c && o.quick);
         let o = parse_args(&args(&["c", "--dir", "/x"])).unwrap();
         assert_eq!(o.dir, PathBuf::from("/x"));
         let o = parse_args(&args(&["d"])).unwrap();
         assert!(o.d && !o.a);
-        assert!(parse_args(&args(&["e"])).is_err());
+        let o = parse_args(&args(&["e", "f"])).unwrap();
+        assert!(o.e && o.f && !o.a && !o.d);
+        assert!(parse_args(&args(&["g"])).is_err());
         assert!(parse_args(&args(&["--dir"])).is_err());
     }
 }
