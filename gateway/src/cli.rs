@@ -1,5 +1,6 @@
 //! The command line: `serve`, `local`, `keys create|list|revoke`.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -168,6 +169,7 @@ fn init_tracing_to_stderr(filter: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }
@@ -177,8 +179,10 @@ fn init_tracing(filter: &str) {
         eprintln!("rauskuclaw: RAUSKU_LOG={filter:?} is not a valid filter ({e}); using `info`");
         tracing_subscriber::EnvFilter::new("info")
     });
+    // Colours only on a terminal: not in files, `docker logs` or journald.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
 }
