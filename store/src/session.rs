@@ -283,6 +283,7 @@ impl Store {
                     });
                 }
             }
+            let is_new = existing.is_none();
             let mut session = existing.unwrap_or_else(|| Session {
                 id: SessionId::new(),
                 key: msg.key.clone(),
@@ -322,7 +323,9 @@ impl Store {
                     session.resume_seq = seq;
                 }
             }
-            tx.put(Tree::SessionKeys, key_bytes(&msg.key), &session.id);
+            if is_new {
+                tx.put(Tree::SessionKeys, key_bytes(&msg.key), &session.id);
+            }
             tx.put_session(&session);
             Ok(MessageOutcome::Appended { session, seq })
         })
