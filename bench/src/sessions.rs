@@ -21,7 +21,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::harness::Harness;
 use crate::report::Row;
-use crate::stats::thousands;
+use crate::stats::{fmt_rate, fmt_ratio, thousands};
 
 /// Concurrent senders: enough to keep the router's mailbox busy.
 const SENDERS: usize = 16;
@@ -41,25 +41,24 @@ pub async fn run(dir: &Path, sessions: usize) -> anyhow::Result<Vec<Row>> {
     eprintln!("(d) RauskuClaw: {} sessions …", thousands(sessions as u64));
     let ours = rausku(dir, sessions).await?;
     let n = thousands(sessions as u64);
-    let ratio = |a: f64, b: f64| format!("{:.2}×", a / b);
     let spawn_ratio = ours.spawn_per_sec / base.spawn_per_sec;
     let kb = |b: f64| format!("{:.1} KB", b / 1024.0);
     Ok(vec![
         Row {
             scenario: format!("(d) {n} sessions"),
             measure: "sessions spawned/s (first message each)".into(),
-            ours: format!("{:.0}/s", ours.spawn_per_sec),
-            baseline: format!("{:.0}/s", base.spawn_per_sec),
-            ratio: ratio(ours.spawn_per_sec, base.spawn_per_sec),
+            ours: fmt_rate(ours.spawn_per_sec),
+            baseline: fmt_rate(base.spawn_per_sec),
+            ratio: fmt_ratio(ours.spawn_per_sec, base.spawn_per_sec),
             target: "≥ 0.3×".into(),
             met: Some(spawn_ratio >= 0.3),
         },
         Row {
             scenario: format!("(d) {n} sessions"),
             measure: "messages routed/s (to live sessions)".into(),
-            ours: format!("{:.0}/s", ours.route_per_sec),
-            baseline: format!("{:.0}/s", base.route_per_sec),
-            ratio: ratio(ours.route_per_sec, base.route_per_sec),
+            ours: fmt_rate(ours.route_per_sec),
+            baseline: fmt_rate(base.route_per_sec),
+            ratio: fmt_ratio(ours.route_per_sec, base.route_per_sec),
             target: String::new(),
             met: None,
         },
@@ -68,7 +67,7 @@ pub async fn run(dir: &Path, sessions: usize) -> anyhow::Result<Vec<Row>> {
             measure: "memory per idle session (RSS growth / N)".into(),
             ours: kb(ours.bytes_per_idle),
             baseline: kb(base.bytes_per_idle),
-            ratio: ratio(ours.bytes_per_idle, base.bytes_per_idle),
+            ratio: fmt_ratio(ours.bytes_per_idle, base.bytes_per_idle),
             target: "≤ 16 KB".into(),
             met: Some(ours.bytes_per_idle <= 16.0 * 1024.0),
         },
