@@ -26,9 +26,9 @@ use tempfile::TempDir;
 
 use crate::baseline::{event_record, job_stream_key, new_job, open_db, record};
 use crate::group_commit::GroupCommit;
-use crate::load::{LoadShape, MakeRequest, drive, rows};
+use crate::load::{LoadShape, MakeRequest, against_gateway, drive, rows};
 use crate::report::Row;
-use crate::servers::{Gateway, ServerThread, serve_axum};
+use crate::servers::{ServerThread, serve_axum};
 use crate::stats::thousands;
 
 /// Both runs, and the table rows.
@@ -55,27 +55,10 @@ pub async fn run(base: &Path, shape: LoadShape) -> anyhow::Result<Vec<Row>> {
     };
     raw.report();
 
-    let ours = match Gateway::binary() {
-        Err(e) => {
-            eprintln!("(a) RauskuClaw gateway: not run: {e:#}");
-            None
-        }
-        Ok(bin) => {
-            eprintln!("(a) RauskuClaw gateway: {} …", bin.display());
-            let gateway = Gateway::start(&bin, base, &key, &[]).await?;
-            let load = drive(
-                shape,
-                create_requests(&gateway.url(), &key),
-                StatusCode::CREATED,
-            )
-            .await
-            .map_err(|e| gateway.explain(e))?;
-            gateway.report_commit_stats(&key).await;
-            drop(gateway);
-            load.report();
-            Some(load)
-        }
-    };
+    let ours = against_gateway("(a)", base, &key, &[], shape, StatusCode::CREATED, |url| {
+        create_requests(url, &key)
+    })
+    .await?;
     Ok(rows(&scenario, ours.as_ref(), &raw, 0.6))
 }
 

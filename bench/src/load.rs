@@ -2,6 +2,7 @@
 //! next request as soon as the last one was answered, with a warm-up that is not measured.
 //! Scenarios (a) and (e) drive both their baseline and RauskuClaw with it.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use anyhow::bail;
 use axum::http::StatusCode;
 
 use crate::report::Row;
+use crate::servers::Gateway;
 use crate::stats::{Summary, fmt_ms, fmt_rate, fmt_ratio, rate, thousands};
 
 /// The size of the load.
@@ -201,6 +203,36 @@ async fn closed_loop(
     out.ok = all.len();
     out.latency = Summary::of(&mut all);
     out
+}
+
+/// Drives `shape` against a fresh gateway started with `env`: request `i` is
+/// `requests(<gateway url>)(i)`, and every answer must be `expect`. `None` when there is no
+/// gateway binary to run (the baseline's figures still stand).
+pub async fn against_gateway(
+    label: &str,
+    base: &Path,
+    key: &str,
+    env: &[(&str, &str)],
+    shape: LoadShape,
+    expect: StatusCode,
+    requests: impl FnOnce(&str) -> MakeRequest,
+) -> anyhow::Result<Option<Load>> {
+    let bin = match Gateway::binary() {
+        Ok(bin) => bin,
+        Err(e) => {
+            eprintln!("{label} RauskuClaw gateway: not run: {e:#}");
+            return Ok(None);
+        }
+    };
+    eprintln!("{label} RauskuClaw gateway: {} …", bin.display());
+    let gateway = Gateway::start(&bin, base, key, env).await?;
+    let load = drive(shape, requests(&gateway.url()), expect)
+        .await
+        .map_err(|e| gateway.explain(e))?;
+    gateway.report_commit_stats(key).await;
+    drop(gateway);
+    load.report();
+    Ok(Some(load))
 }
 
 /// The table rows of a load against its baseline: requests/s (with the target ratio), p50

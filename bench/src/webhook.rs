@@ -25,9 +25,9 @@ use axum::routing::post;
 use channels::github::signature::sign;
 use serde_json::Value;
 
-use crate::load::{LoadShape, MakeRequest, drive, rows};
+use crate::load::{LoadShape, MakeRequest, against_gateway, drive, rows};
 use crate::report::Row;
-use crate::servers::{Gateway, ServerThread, serve_axum};
+use crate::servers::{ServerThread, serve_axum};
 use crate::stats::thousands;
 
 /// The size of every payload.
@@ -77,39 +77,22 @@ pub async fn run(base: &Path, shape: LoadShape) -> anyhow::Result<Vec<Row>> {
     };
     raw.report();
 
-    let ours = match Gateway::binary() {
-        Err(e) => {
-            eprintln!("(e) RauskuClaw gateway: not run: {e:#}");
-            None
-        }
-        Ok(bin) => {
-            eprintln!("(e) RauskuClaw gateway: {} …", bin.display());
-            let key = format!("bench-{run_id}");
-            let gateway = Gateway::start(
-                &bin,
-                base,
-                &key,
-                &[
-                    ("RAUSKU_GITHUB_WEBHOOK_SECRET", SECRET),
-                    ("RAUSKU_WEBHOOK_RATE_LIMIT_PER_SEC", "1000000"),
-                    ("RAUSKU_WEBHOOK_RATE_LIMIT_BURST", "1000000"),
-                ],
-            )
-            .await?;
-            let url = format!("{}/webhooks/github", gateway.url());
-            let load = drive(
-                shape,
-                deliveries(url, payloads, run_id),
-                StatusCode::ACCEPTED,
-            )
-            .await
-            .map_err(|e| gateway.explain(e))?;
-            gateway.report_commit_stats(&key).await;
-            drop(gateway);
-            load.report();
-            Some(load)
-        }
-    };
+    let key = format!("bench-{run_id}");
+    let env = [
+        ("RAUSKU_GITHUB_WEBHOOK_SECRET", SECRET),
+        ("RAUSKU_WEBHOOK_RATE_LIMIT_PER_SEC", "1000000"),
+        ("RAUSKU_WEBHOOK_RATE_LIMIT_BURST", "1000000"),
+    ];
+    let ours = against_gateway(
+        "(e)",
+        base,
+        &key,
+        &env,
+        shape,
+        StatusCode::ACCEPTED,
+        |url| deliveries(format!("{url}/webhooks/github"), payloads, run_id.clone()),
+    )
+    .await?;
     Ok(rows(&scenario, ours.as_ref(), &raw, 0.3))
 }
 

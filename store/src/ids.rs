@@ -15,7 +15,7 @@ macro_rules! id_type {
         pub struct $name(pub Uuid);
 
         impl $name {
-            /// The all-zero id: a placeholder where the id is not known yet.
+            /// The all-zero id: stands in where the id is not known yet.
             pub const NIL: Self = $name(Uuid::nil());
 
             /// A new, time-ordered id.

@@ -56,6 +56,18 @@ fn observations(events: &[Event]) -> Vec<Value> {
         .collect()
 }
 
+/// Restarts the harness while a `gate` step runs. The gated job was interrupted by the
+/// shutdown and is re-queued by the job runtime; once it has started again, it is let through.
+async fn restart_and_release_the_gate(h: Harness) -> Harness {
+    let h = h.restart(Options::default()).await;
+    wait_probe("the gated step to start again", &h.gate, |p| {
+        p.started() == 1
+    })
+    .await;
+    h.gate.open(1);
+    h
+}
+
 fn with_sessions(config: SessionConfig) -> Options {
     Options {
         sessions: config,
@@ -573,13 +585,7 @@ async fn after_a_restart_a_run_continues_without_repeating_observed_steps() {
     wait_probe("the gated step to start", &h.gate, |p| p.started() == 1).await;
     h.store.durable().await.unwrap();
 
-    let h = h.restart(Options::default()).await;
-    // The gated job was interrupted by the shutdown and is re-queued by the job runtime.
-    wait_probe("the gated step to start again", &h.gate, |p| {
-        p.started() == 1
-    })
-    .await;
-    h.gate.open(1);
+    let h = restart_and_release_the_gate(h).await;
     let events = wait_kind(&h, "rest:crash", "run.finished", 2).await;
     let steps: Vec<_> = observations(&events)
         .iter()
@@ -635,12 +641,7 @@ async fn an_event_the_planner_does_not_want_is_recorded_and_never_run() {
     h.store.durable().await.unwrap();
 
     // The replay after a restart queues the message, not the events.
-    let h = h.restart(Options::default()).await;
-    wait_probe("the gated step to start again", &h.gate, |p| {
-        p.started() == 1
-    })
-    .await;
-    h.gate.open(1);
+    let h = restart_and_release_the_gate(h).await;
     let events = wait_kind(&h, key, "run.finished", 2).await;
     h.runtime.sessions.send(ignored(4)).await.unwrap();
     h.store.durable().await.unwrap();
