@@ -144,14 +144,18 @@ pub struct ConsoleServices {
     pub frames: FrameCache,
 }
 
-/// How many events' frames a [`FrameCache`] keeps.
+/// How many events' frames a [`FrameCache`] keeps at most.
 const FRAME_CACHE_EVENTS: usize = 4096;
+/// How many bytes of frames a [`FrameCache`] keeps at most (a frame carries a job's output,
+/// which can be large). A larger frame is built for each subscriber instead.
+const FRAME_CACHE_BYTES: usize = 16 << 20;
 
 /// Event frames already built, shared by the connections. Every subscriber of a session is
 /// sent the same text for each of its events, so it is serialized once, not once per
 /// subscriber: with a thousand consoles on one session that was most of the gateway's work.
-/// Keeps the frames of the last [`FRAME_CACHE_EVENTS`] events (subscribers follow a live
-/// session within a few events of each other; one replaying old history builds its own).
+/// Keeps the frames of the last [`FRAME_CACHE_EVENTS`] events, [`FRAME_CACHE_BYTES`] in all
+/// (subscribers follow a live session within a few events of each other; one replaying old
+/// history builds its own).
 #[derive(Clone, Default)]
 pub struct FrameCache {
     inner: Arc<Mutex<FrameCacheInner>>,
@@ -163,6 +167,8 @@ struct FrameCacheInner {
     frames: HashMap<u64, Vec<(Target, String)>>,
     /// The global seqs in `frames`, oldest first.
     order: VecDeque<u64>,
+    /// The length of all the frames held.
+    bytes: usize,
 }
 
 impl FrameCache {
@@ -179,6 +185,9 @@ impl FrameCache {
         }
         // Built outside the lock; when two build the same frame at once, both are right.
         let text = target.event_text(e);
+        if text.len() > FRAME_CACHE_BYTES / 16 {
+            return text;
+        }
         let mut c = self.lock();
         let c = &mut *c;
         let built = c.frames.entry(e.global_seq).or_insert_with(|| {
@@ -187,10 +196,14 @@ impl FrameCache {
         });
         if !built.iter().any(|(t, _)| t == target) {
             built.push((target.clone(), text.clone()));
+            c.bytes += text.len();
         }
-        while c.order.len() > FRAME_CACHE_EVENTS {
-            if let Some(old) = c.order.pop_front() {
-                c.frames.remove(&old);
+        while c.order.len() > FRAME_CACHE_EVENTS || c.bytes > FRAME_CACHE_BYTES {
+            let Some(old) = c.order.pop_front() else {
+                break;
+            };
+            for (_, dropped) in c.frames.remove(&old).unwrap_or_default() {
+                c.bytes -= dropped.len();
             }
         }
         text
@@ -1800,10 +1813,33 @@ approval = "always"
         for n in 2..(FRAME_CACHE_EVENTS as u64 + 10) {
             cache.frame(&session, &event(n));
         }
+        {
+            let c = cache.lock();
+            assert_eq!(c.order.len(), FRAME_CACHE_EVENTS);
+            assert_eq!(c.frames.len(), FRAME_CACHE_EVENTS);
+            assert!(!c.frames.contains_key(&1), "the oldest event is dropped");
+            let held: usize = c.frames.values().flatten().map(|(_, t)| t.len()).sum();
+            assert_eq!(c.bytes, held);
+        }
+
+        // Large frames: never more than the byte budget, and one too large is not kept.
+        let big = |global_seq: u64, len: usize| Event {
+            data: json!({ "text": "x".repeat(len) }),
+            ..event(global_seq)
+        };
+        let cache = FrameCache::default();
+        for n in 0..64 {
+            cache.frame(&session, &big(n, FRAME_CACHE_BYTES / 20));
+        }
+        let huge = big(100, FRAME_CACHE_BYTES);
+        assert_eq!(cache.frame(&session, &huge), session.event_text(&huge));
         let c = cache.lock();
-        assert_eq!(c.order.len(), FRAME_CACHE_EVENTS);
-        assert_eq!(c.frames.len(), FRAME_CACHE_EVENTS);
-        assert!(!c.frames.contains_key(&1), "the oldest event is dropped");
+        assert!(c.bytes <= FRAME_CACHE_BYTES, "{} bytes held", c.bytes);
+        assert!(c.frames.contains_key(&63) && !c.frames.contains_key(&0));
+        assert!(
+            !c.frames.contains_key(&100),
+            "a frame over the size limit is not kept"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
