@@ -1017,9 +1017,9 @@ impl Core {
                 break;
             };
             let started = Instant::now();
-            let mut committed = started;
-            let result = self.commit_staged().and_then(|()| {
-                committed = Instant::now();
+            let committed = self.commit_staged();
+            let commit_time = started.elapsed();
+            let result = committed.and_then(|()| {
                 // Taken before the flush: every one of them is durable after it.
                 let events =
                     std::mem::take(&mut *self.unflushed.lock().unwrap_or_else(|p| p.into_inner()));
@@ -1030,8 +1030,8 @@ impl Core {
             {
                 let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
                 let mut s = self.commit.stats.lock().unwrap_or_else(|p| p.into_inner());
-                s.commit_us += micros(committed - started);
-                s.flush_us += micros(committed.elapsed());
+                s.commit_us += micros(commit_time);
+                s.flush_us += micros(started.elapsed() - commit_time);
                 s.flushes += 1;
                 s.flush_waiters += waiters.len() as u64;
                 s.flush_errors += u64::from(!ok);

@@ -231,9 +231,7 @@ impl StoredDelivery {
         m.insert("payload".into(), self.payload);
         Value::Object(m)
     }
-}
 
-impl StoredDelivery {
     /// Decodes a `github.received` event; `None` for an event of another kind.
     pub fn from_event(event: &Event) -> Option<Result<Self, serde_json::Error>> {
         decode(event)
